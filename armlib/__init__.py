@@ -1,0 +1,14 @@
+"""armlib: the reproduction suite for "ARM: A Confidence-Based Adversarial Reweighting Module for
+Coarse Semantic Segmentation" (Liu et al.).
+
+Drop-in use::
+
+    from armlib import ARMLoss, adversarial_sgd
+    criterion = ARMLoss()                                   # ARM, var input, L2 normalisation
+    optimizer = adversarial_sgd(model.parameters(), criterion.parameters(), lr=0.01)
+    loss = criterion(model(images), masks)                  # masks: N×H×W, 255 = ignore
+"""
+from armlib.arm import ARM, ARMLoss, LinearARM, adversarial_sgd, normalize_weights
+
+__all__ = ["ARM", "ARMLoss", "LinearARM", "adversarial_sgd", "normalize_weights"]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from armlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,218 @@
+"""The Adversarial Reweighting Module (paper Sec. 3.3–3.5, Fig. 3) as a drop-in loss.
+
+Pipeline per pixel i: class probabilities p_i → confidence v_i ∈ [-1, 1] → weight W(v_i) → normalised
+weight map → Q = Σ_i w_i l_i (Eq. 4–6). The segmentation model minimises Q; ARM maximises it (Eq. 9).
+
+Three resolutions of the paper's gaps live here, each tested in ``tests/test_arm.py``:
+
+1. **The double normalisation** (Sec. 4.2): the weight map is divided by its L_p norm, then by its L1
+   norm. If ARM's gradient flowed through the L1 division, the L_p division would cancel
+   (w/‖w‖_p / ‖w/‖w‖_p‖_1 = w/‖w‖_1) and ARM would face an L1 constraint, whose optimum is sparse
+   (Eq. 11): it collapses onto the lowest-confidence pixels. So the L1 factor is a constant for ARM's
+   gradient (detached); ARM then maximises Σ (w/‖w‖_p)·l, the Hölder problem of Eq. 13, while the loss
+   keeps the scale of a mean over pixels.
+2. **The norm's domain**: one weight map per mini-batch, normalised over all valid (non-ignored) pixels
+   of the batch (under DDP: of the rank's local batch). With W ≡ const, Q is then exactly the mean
+   per-pixel loss over valid pixels, i.e. the base model's loss.
+3. **The negative learning rate** (Sec. 3.3): ``torch.optim.SGD`` rejects lr < 0, so ARM's parameters
+   go into a parameter group with ``maximize=True`` (see :func:`adversarial_sgd`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from armlib.confidence import indicator as confidence_indicator
+from armlib.losses import IGNORE_INDEX, at_least_float32, cross_entropy_map
+
+_EPS = 1e-12
+
+
+class ARM(nn.Module):
+    """W(v; θ_W): four 1×1 convolutions 1→4→4→4→1, Swish between, Sigmoid last (Fig. 3, Sec. 4.2).
+
+    8 + 20 + 20 + 5 = 53 parameters. 1×1 convolutions make it a per-pixel MLP applied to a map.
+
+    Shape: v N×1×H×W in [-1, 1] → weights N×1×H×W in (0, 1).
+    """
+
+    def __init__(self, hidden: int = 4):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, hidden, 1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 1), nn.SiLU(),
+            nn.Conv2d(hidden, 1, 1), nn.Sigmoid(),
+        )
+
+    def forward(self, v: Tensor) -> Tensor:
+        _check_v(v)
+        return self.layers(v)
+
+    @torch.no_grad()
+    def curve(self, num: int = 101) -> tuple[Tensor, Tensor]:
+        """W sampled on a uniform grid of v ∈ [-1, 1]; returns (v, W(v)), both 1-D float32 on CPU."""
+        param = next(self.parameters())
+        v = torch.linspace(-1.0, 1.0, num, device=param.device, dtype=param.dtype)
+        return v.cpu().float(), self(v.view(1, 1, 1, -1)).flatten().cpu().float()
+
+
+class LinearARM(nn.Module):
+    """Linear ARM W(v) = k·v + b with constants k, b (Table 1, Sec. 4.3). No parameters.
+
+    k = −0.5, b = 0.5 suppresses confident pixels (W(+1) = 0, W(−1) = 1); k = +0.5, b = 0.5 is the
+    "focusing" variant. Shape: N×1×H×W → N×1×H×W.
+    """
+
+    def __init__(self, k: float = -0.5, b: float = 0.5):
+        super().__init__()
+        self.k, self.b = float(k), float(b)
+
+    def forward(self, v: Tensor) -> Tensor:
+        _check_v(v)
+        return self.k * v + self.b
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, b={self.b}"
+
+    @torch.no_grad()
+    def curve(self, num: int = 101) -> tuple[Tensor, Tensor]:
+        v = torch.linspace(-1.0, 1.0, num)
+        return v, self(v.view(1, 1, 1, -1)).flatten()
+
+
+def _check_v(v: Tensor) -> None:
+    if not isinstance(v, Tensor) or v.dim() != 4 or v.shape[1] != 1:
+        shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"v must be a N×1×H×W confidence map, got {shape}")
+
+
+def normalize_weights(w: Tensor, valid: Tensor, p: float = 2.0, *, l1_grad: bool = False) -> Tensor:
+    """Normalise a weight map twice (Sec. 4.2): by its L_p norm, then by its L1 norm.
+
+    Args:
+        w: N×1×H×W or N×H×W non-negative weights.
+        valid: bool mask of the same shape (or N×H×W when w is N×1×H×W); weights outside are zeroed.
+        p: the L_p constraint of Eq. 13 / Table 2, p ≥ 1 (the paper uses 1, 2, 3; 2 by default).
+        l1_grad: let gradients flow through the L1 division. Only for the ablation that shows ARM
+            collapsing to the sparse L1 solution; never use it for training (module docstring, point 1).
+
+    Returns:
+        Weights of w's shape, zero outside ``valid``, summing to 1 over the valid pixels (all zeros when
+        nothing is valid). Forward value = w/‖w‖_1; ARM's gradient is that of w/‖w‖_p up to a constant.
+    """
+    if not isinstance(p, (int, float)) or not p >= 1.0:
+        raise ValueError(f"p must be a number ≥ 1 (the L_p norm of Eq. 13), got {p!r}")
+    if valid.dim() == w.dim() - 1:
+        valid = valid.unsqueeze(1)
+    if valid.shape != w.shape:
+        raise ValueError(f"valid must have the shape of w {tuple(w.shape)}, got {tuple(valid.shape)}")
+    w = torch.where(valid, w, torch.zeros((), dtype=w.dtype, device=w.device))
+    lp = w.square().sum().sqrt() if p == 2 else w.pow(p).sum().pow(1.0 / p)
+    w = w / lp.clamp_min(_EPS)
+    l1 = w.sum()
+    return w / (l1 if l1_grad else l1.detach()).clamp_min(_EPS)
+
+
+class ReweightedLoss(NamedTuple):
+    """What :meth:`ARMLoss.forward_with_weights` returns (weights/v detached, N×H×W)."""
+
+    loss: Tensor
+    weights: Tensor
+    v: Tensor
+
+
+class ARMLoss(nn.Module):
+    """The whole reweighted loss of Fig. 3 for any model's logits and any per-pixel loss.
+
+    ``loss = criterion(logits, target)`` replaces ``F.cross_entropy(logits, target, ignore_index=255)``;
+    put ``criterion.weight_fn``'s parameters in the adversarial group of :func:`adversarial_sgd`.
+
+    Args:
+        weight_fn: the mapping W(v): :class:`ARM` (default) or :class:`LinearARM`.
+        p: L_p normalisation of the weight map (Table 2), ≥ 1.
+        indicator: confidence statistic fed to W (``"var"``, ``"std"``, ``"logvar"``, ``"entropy"``);
+            ignored when ``confidence`` is passed to forward (e.g. the KL loss's s, Table 4).
+        detach: compute the confidence from detached probabilities (the paper's choice). ``False``
+            lets the model lower its loss by changing its confidence instead of its prediction; it
+            exists only to reproduce Table 1's collapse.
+        ignore_index: label value excluded from the loss and the normalisation.
+    """
+
+    def __init__(self, weight_fn: nn.Module | None = None, p: float = 2.0, indicator: str = "var",
+                 detach: bool = True, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        if not isinstance(p, (int, float)) or not p >= 1.0:
+            raise ValueError(f"p must be a number ≥ 1, got {p!r}")
+        self.weight_fn = ARM() if weight_fn is None else weight_fn
+        self.p, self.indicator, self.detach, self.ignore_index = float(p), indicator, detach, ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor, loss_map: Tensor | None = None,
+                confidence: Tensor | None = None, isolated: bool = False) -> Tensor:
+        return self.forward_with_weights(logits, target, loss_map, confidence, isolated).loss
+
+    def forward_with_weights(self, logits: Tensor, target: Tensor, loss_map: Tensor | None = None,
+                             confidence: Tensor | None = None, isolated: bool = False) -> ReweightedLoss:
+        """Compute Q = Σ_i w_i l_i.
+
+        Args:
+            logits: N×C×H×W raw scores.
+            target: N×H×W int64 labels in [0, C) or ``ignore_index``.
+            loss_map: N×H×W per-pixel loss (any: CE, GCE, KL); per-pixel CE of ``logits`` if None.
+            confidence: N×1×H×W ARM input in [-1, 1] replacing the indicator (e.g.
+                :func:`armlib.confidence.uncertainty_indicator` of the KL head's log s).
+            isolated: the first 0.05·T of training (Sec. 4.2): the returned loss has the value and the
+                model gradient of the plain mean loss over valid pixels, while ARM still gets the
+                gradient of Q (computed on the detached loss map).
+
+        Returns:
+            (loss: scalar, weights: N×H×W normalised weights (detached), v: N×H×W ARM input (detached)).
+            With no valid pixel the loss is 0 (with a graph, no NaN).
+        """
+        if loss_map is None:
+            loss_map = cross_entropy_map(logits, target, self.ignore_index)
+        elif loss_map.shape != target.shape:
+            raise ValueError(f"loss_map must be N×H×W like target {tuple(target.shape)}, got "
+                             f"{tuple(loss_map.shape)}")
+        valid = target != self.ignore_index
+        if confidence is None:
+            source = logits.detach() if self.detach else logits
+            # Softmax in float32: bf16 probabilities are too coarse for the variance of 19+ classes.
+            confidence = confidence_indicator(F.softmax(at_least_float32(source), dim=1), self.indicator)
+        elif self.detach:
+            confidence = confidence.detach()
+        weights = normalize_weights(self.weight_fn(confidence), valid, self.p).squeeze(1)
+        if isolated:
+            plain = loss_map.sum() / valid.sum().clamp_min(1)
+            q_arm = (weights * loss_map.detach()).sum()
+            loss = plain + (q_arm - q_arm.detach())
+        else:
+            loss = (weights * loss_map).sum()
+        return ReweightedLoss(loss, weights.detach(), confidence.detach().squeeze(1))
+
+
+def adversarial_sgd(model_params, arm_params, lr: float, momentum: float = 0.9,
+                    weight_decay: float = 1e-4, **kwargs) -> torch.optim.SGD:
+    """One SGD over the model (minimising) and ARM (maximising) with the same lr (Sec. 4.2, Eq. 9).
+
+    The paper flips the sign of ARM's learning rate; ``torch.optim.SGD`` refuses lr < 0, so ARM's
+    parameters form a group with ``maximize=True``, which steps along +grad. Consequences:
+
+    - momentum: identical to a negative lr (the buffer holds −g instead of g, the step flips back);
+    - weight decay: with ``maximize`` the decay term is added after the gradient is negated, so it
+      still shrinks ARM's weights (the maximisation of Q − wd/2‖θ‖²). A literal negative lr would
+      instead grow them by a factor (1 + lr·wd) per step. We keep the decay: it regularises, and the
+      difference over the paper's T = 40k steps is e^{0.08} at most.
+
+    Both groups follow any lr scheduler together (a ``LambdaLR`` scales every group).
+    ``kwargs`` go to ``torch.optim.SGD`` (e.g. ``fused=True`` on CUDA).
+    """
+    groups = [{"params": list(model_params), "maximize": False}]
+    arm_params = list(arm_params)
+    if arm_params:
+        groups.append({"params": arm_params, "maximize": True})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
+

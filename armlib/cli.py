@@ -1,0 +1,41 @@
+"""`armlib <command>`: one entry point, each command implemented in the module that owns it.
+
+Commands are imported lazily so that `armlib synth` does not pay for importing the trainer.
+Each owning module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "synth": ("armlib.data.synth", "write synthetic street scenes in the official Cityscapes layout"),
+    "train": ("armlib.train", "train one model from a YAML config"),
+    "reproduce": ("armlib.reproduce", "run every notebook at a scale and render the HTML report"),
+    "report": ("armlib.report", "render reports/index.html from result files"),
+    "goldens": ("armlib.reproduce", "regenerate the smoke-scale notebook goldens used by nbval"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="armlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the "invalid choice" error naming COMMAND
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"armlib {name}", description=COMMANDS[name][1])
+    # A module owning several commands names them `add_<command>_arguments` / `run_<command>`.
+    add_arguments = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+    runner = getattr(module, f"run_{name}", None) or module.run
+    add_arguments(cmd_parser)
+    return int(runner(cmd_parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

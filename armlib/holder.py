@@ -1,0 +1,119 @@
+"""The convergence argument of Sec. 3.4 (Eq. 10–13): maximise Σ_i w_i l_i subject to ‖w‖_p = 1, w ≥ 0.
+
+- p = 1: the optimum is sparse, all weight on the largest loss (Eq. 11).
+- p > 1: w_i ∝ l_i^{1/(p−1)} (Eq. 12), i.e. w = ‖l‖_q^{−1/(p−1)} l^{1/(p−1)} with 1/p + 1/q = 1, the
+  equality case of Hölder's inequality (Theorem 3.1).
+
+Three ways to reach it, which must agree: :func:`closed_form`, :func:`solve` (projected gradient
+ascent, an independent numerical check) and :func:`fit_arm` (the 53-parameter ARM trained by gradient
+ascent on a fixed loss curve L(v), through the same normalisation the training uses).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from armlib.arm import ARM, normalize_weights
+
+PAPER_LOSSES = (1.2, 0.6, 0.1)  # the toy of Eq. 10
+
+
+def _as_losses(l) -> Tensor:
+    l = torch.as_tensor(l, dtype=torch.float64).flatten()
+    if l.numel() == 0 or not torch.isfinite(l).all() or (l < 0).any():
+        raise ValueError(f"l must be a non-empty vector of finite non-negative losses, got {l.tolist()}")
+    return l
+
+
+def _check_p(p: float) -> float:
+    if not isinstance(p, (int, float)) or not p >= 1.0:
+        raise ValueError(f"p must be a number ≥ 1, got {p!r}")
+    return float(p)
+
+
+def closed_form(l, p: float) -> Tensor:
+    """argmax_{‖w‖_p = 1, w ≥ 0} Σ w_i l_i (float64, same length as l).
+
+    p = 1 puts all weight on the largest loss (shared equally among ties); p > 1 gives
+    w = l^{1/(p−1)} / ‖l^{1/(p−1)}‖_p, which equals ‖l‖_q^{−1/(p−1)} l^{1/(p−1)}.
+    """
+    l, p = _as_losses(l), _check_p(p)
+    if p == 1.0:
+        top = (l == l.max()).double()
+        return top / top.sum()
+    w = l.pow(1.0 / (p - 1.0))
+    return w / w.pow(p).sum().pow(1.0 / p)
+
+
+def objective(w: Tensor, l, p: float) -> Tensor:
+    """Σ w_i l_i / ‖w‖_p: the scale-invariant form of Eq. 10 (equal to it on the constraint set)."""
+    l = _as_losses(l).to(w)
+    return (w * l).sum() / w.abs().pow(p).sum().pow(1.0 / p)
+
+
+def solve(l, p: float, steps: int = 5000, lr: float = 0.05) -> Tensor:
+    """Projected gradient ascent on Σ w_i l_i / ‖w‖_p over w ≥ 0; returns w / ‖w‖_p (float64).
+
+    The objective is 0-homogeneous, so its gradient is orthogonal to w and the iterates keep their
+    scale; projecting onto w ≥ 0 (clamping) is what lets p = 1 reach its sparse optimum exactly.
+    """
+    l, p = _as_losses(l), _check_p(p)
+    w = torch.full_like(l, 1.0 / l.numel() ** (1.0 / p), requires_grad=True)
+    for _ in range(steps):
+        (grad,) = torch.autograd.grad(objective(w, l, p), w)
+        with torch.no_grad():
+            w += lr * grad
+            w.clamp_(min=0.0)
+    w = w.detach()
+    return w / w.pow(p).sum().pow(1.0 / p)
+
+
+@dataclass
+class ARMFit:
+    """Result of :func:`fit_arm`: ARM's weights on the grid, normalised to ‖·‖_p = 1 (float64)."""
+
+    v: Tensor
+    learned: Tensor
+    closed_form: Tensor
+    gap: float  # max |learned − closed_form|
+    arm: ARM
+
+
+def fit_arm(loss_curve, v=None, p: float = 2.0, steps: int = 3000, lr: float = 0.01,
+            seed: int = 0, l1_grad: bool = False) -> ARMFit:
+    """Train a fresh 53-parameter ARM by gradient ascent on a fixed loss curve L(v).
+
+    Each grid point v_i stands for the pixels with that confidence and carries the loss L(v_i); ARM's
+    weights go through :func:`armlib.arm.normalize_weights` exactly as in training, and ARM maximises
+    Q = Σ_i w_i L(v_i) (Adam with ``maximize=True``: a toy, so the fastest convergent optimiser).
+
+    Args:
+        loss_curve: L(v_i) ≥ 0 on the grid (e.g. a measured mean loss per variance bin, Fig. 5).
+        v: the grid in [-1, 1]; uniform over [-1, 1] with len(loss_curve) points if None.
+        p: the L_p constraint. l1_grad: see ``normalize_weights`` (True reproduces the collapse).
+
+    Returns:
+        :class:`ARMFit`; ``gap`` is the largest deviation from ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}.
+    """
+    l = _as_losses(loss_curve)
+    v = torch.linspace(-1.0, 1.0, l.numel()) if v is None else torch.as_tensor(v, dtype=torch.float32)
+    if v.shape != l.shape:
+        raise ValueError(f"v must have one point per loss value ({l.numel()}), got {tuple(v.shape)}")
+    torch.manual_seed(seed)
+    arm = ARM()
+    optimizer = torch.optim.Adam(arm.parameters(), lr=lr, maximize=True)
+    grid = v.float().view(1, 1, 1, -1)
+    valid = torch.ones_like(grid, dtype=torch.bool)
+    target = l.float().view(1, 1, 1, -1)
+    for _ in range(steps):
+        q = (normalize_weights(arm(grid), valid, p, l1_grad=l1_grad) * target).sum()
+        optimizer.zero_grad()
+        q.backward()
+        optimizer.step()
+    with torch.no_grad():
+        w = arm(grid).flatten().double()
+    learned = w / w.pow(p).sum().pow(1.0 / p)
+    best = closed_form(l, p)
+    return ARMFit(v, learned, best, float((learned - best).abs().max()), arm)

@@ -1,0 +1,52 @@
+"""Sec. 3.4: closed form, projected-gradient solver and a trained ARM must agree (Eq. 10–13)."""
+import numpy as np
+import pytest
+import torch
+
+from armlib import holder
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, 2.0, 3.0])
+def test_solver_reaches_closed_form(p):
+    closed = holder.closed_form(holder.PAPER_LOSSES, p)
+    solved = holder.solve(holder.PAPER_LOSSES, p)
+    np.testing.assert_allclose(solved.numpy(), closed.numpy(), atol=1e-4)
+    assert closed.pow(p).sum().item() == pytest.approx(1.0)
+
+
+def test_eq11_and_eq12_ratios():
+    l = np.array(holder.PAPER_LOSSES)
+    assert holder.closed_form(l, 1).tolist() == [1.0, 0.0, 0.0]
+    for p in (1.5, 2.0, 3.0):
+        w = holder.closed_form(l, p).numpy()
+        np.testing.assert_allclose(w / w[0], l ** (1 / (p - 1)) / l[0] ** (1 / (p - 1)), rtol=1e-12)
+        q = p / (p - 1)   # Theorem 3.1's form ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}
+        np.testing.assert_allclose(w, np.linalg.norm(l, q) ** (-1 / (p - 1)) * l ** (1 / (p - 1)), rtol=1e-12)
+
+
+def test_closed_form_is_the_maximum():
+    g = torch.Generator().manual_seed(0)
+    l = torch.tensor(holder.PAPER_LOSSES, dtype=torch.float64)
+    for p in (1.0, 2.0, 3.0):
+        best = holder.objective(holder.closed_form(l, p), l, p)
+        others = torch.rand(2000, 3, generator=g, dtype=torch.float64)
+        values = torch.stack([holder.objective(w, l, p) for w in others])
+        assert (values <= best + 1e-12).all()
+
+
+def test_arm_converges_to_holder_l2_solution_not_the_sparse_l1_one():
+    loss_curve = torch.linspace(2.0, 0.1, 41)  # Fig. 5's shape: loss falls as confidence rises
+    fit = holder.fit_arm(loss_curve, p=2.0, steps=3000)
+    assert fit.gap < 0.01, fit.gap
+    collapsed = holder.fit_arm(loss_curve, p=2.0, steps=3000, l1_grad=True)
+    assert collapsed.learned[0] > 0.99 and collapsed.learned[5:].max() < 0.01  # all weight on v = -1
+    assert collapsed.gap > 0.5
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="p must be"):
+        holder.closed_form([1.0], 0.5)
+    with pytest.raises(ValueError, match="non-negative"):
+        holder.closed_form([1.0, -1.0], 2)
+    with pytest.raises(ValueError, match="one point per loss"):
+        holder.fit_arm([1.0, 2.0], v=[0.0], steps=1)
