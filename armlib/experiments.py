@@ -23,10 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from armlib.results import atomic_write_text
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+from armlib.paths import CONFIG_DIR, REPO_ROOT, atomic_write_text, resolve
 
 
 @dataclass(frozen=True)
@@ -176,7 +173,7 @@ class Run:
 
 def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None) -> list[Run]:
     seeds = scale.seeds if seeds is None else tuple(seeds)
-    root = Path(runs_dir) / scale.name
+    root = resolve(runs_dir) / scale.name
     return [Run(name, seed, spec, root / run_name(spec, seed))
             for name, spec in table_rows(table, scale).items() for seed in seeds]
 
@@ -223,7 +220,7 @@ def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs
 
 def _command(r: Run, scale: Scale, data_root, device, gpus: int) -> list[str]:
     args = ["train", "--config", str(CONFIG_DIR / scale.config), "--out", str(r.out)]
-    settings = {**overrides(r.spec, scale), "seed": r.seed, "data_root": str(data_root), "device": device,
+    settings = {**overrides(r.spec, scale), "seed": r.seed, "data_root": str(resolve(data_root)), "device": device,
                 "quiet": True}
     if scale.threads:
         settings["threads"] = scale.threads
@@ -266,7 +263,7 @@ def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
     for r in runs:
         cfg = load_config(CONFIG_DIR / scale.config,
                           [f"{k}={_yaml_value(v)}" for k, v in {**overrides(r.spec, scale),
-                                                                "data_root": str(data_root)}.items()])
+                                                                "data_root": str(resolve(data_root))}.items()])
         key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)

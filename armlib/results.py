@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+
+from armlib.paths import atomic_write_text
 
 METRICS = ("aAcc", "mAcc", "mIoU")
 
@@ -175,16 +175,3 @@ def write_table(summary: pd.DataFrame, claims: list[dict], out_dir: str | Path, 
     atomic_write_text(folder / f"{table}.csv", summary.to_csv(index=False))
     atomic_write_text(folder / f"claims_{table}.csv", pd.DataFrame(claims).to_csv(index=False))
     return folder
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
