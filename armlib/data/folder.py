@@ -1,0 +1,169 @@
+"""What every segmentation reader shares: image/label pairs found by filename, loaded with content checks.
+
+A reader subclass finds its files (cheap: names only) and decodes a label file into train ids; this base
+class owns the error policy, so a broken dataset is never silently shrunk:
+
+* ``on_error="raise"`` (default): the first bad pair raises ``FileNotFoundError`` (a partner file is missing)
+  or ``ValueError`` (content: corrupt image, unknown label id, size mismatch), naming the file and what
+  was expected.
+* ``on_error="skip"``: the pair is dropped with ``warnings.warn`` and recorded in ``dataset.skipped`` as
+  ``(path, reason)``. Pairing problems are found at construction; content problems when an item is loaded
+  (the next good item is returned instead) or all at once by :meth:`PairedSegmentationDataset.verify`.
+  With DataLoader workers, load-time skips are recorded in the workers' copies: call ``verify()`` first
+  when the count matters.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+ON_ERROR_CHOICES = ("raise", "skip")
+
+
+class PairedSegmentationDataset(Dataset):
+    """Base of :class:`~armlib.data.Cityscapes` and :class:`~armlib.data.ADE20K`.
+
+    Items: ``(image, mask, *extra_masks)`` with ``image`` a ``tv_tensors.Image`` (uint8, 3×H×W) and each
+    mask a ``tv_tensors.Mask`` (int64, H×W, ``ignore_index`` = 255 for unlabelled pixels), passed through
+    ``transform(image, mask, ...)`` when one is given.
+
+    Subclasses fill ``self.files`` (list of ``(image_path, label_path)``), optionally ``self.extra_files``
+    (one list of paths per extra mask, aligned with ``files``), and implement :meth:`decode_label`.
+    """
+
+    ignore_index = 255
+
+    def __init__(self, transform: Callable | None = None, on_error: str = "raise"):
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.transform = transform
+        self.on_error = on_error
+        self.files: list[tuple[Path, Path]] = []
+        self.extra_files: list[list[Path]] = []
+        self.skipped: list[tuple[Path, str]] = []
+        self._bad: set[int] = set()
+
+    # -- error policy ------------------------------------------------------------------------------------
+
+    def _problem(self, path: Path, error: Exception) -> None:
+        """Raise ``error`` or, in skip mode, warn and record it against ``path``."""
+        if self.on_error == "raise":
+            raise error
+        self.skipped.append((Path(path), str(error)))
+        warnings.warn(f"skipping {path}: {error}", stacklevel=3)
+
+    def _drop_unpaired(self, images: Sequence[Path], partner: Callable[[Path], Path | None],
+                       expected: Callable[[Path], str]) -> list[tuple[Path, Path]]:
+        """Pair each image with ``partner(image)``; an image without one is a problem (raise or skip)."""
+        pairs = []
+        for image in images:
+            label = partner(image)
+            if label is None:
+                self._problem(image, FileNotFoundError(f"image {image} has no label: expected {expected(image)}"))
+                continue
+            pairs.append((image, label))
+        return pairs
+
+    def _report_orphans(self, labels: Sequence[Path], expected: Callable[[Path], str]) -> None:
+        """Labels whose image is missing (a broken download or a misnamed file) are problems, too."""
+        for label in labels:
+            self._problem(label, FileNotFoundError(f"label {label} has no image: expected {expected(label)}"))
+
+    def _require_nonempty(self, where: Path, pattern: str) -> None:
+        if not self.files:
+            raise ValueError(f"no usable image/label pairs under {where} (expected files matching {pattern}"
+                             + (f"; {len(self.skipped)} skipped, see .skipped" if self.skipped else "") + ")")
+
+    # -- loading -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def read_image(path: Path) -> np.ndarray:
+        """Decode an RGB image file; H×W×3 uint8. ``ValueError`` naming the file if it cannot be decoded."""
+        try:
+            with Image.open(path) as img:
+                img.load()  # PIL decodes lazily: force it here so truncation is caught at this file
+                return np.array(img.convert("RGB"))  # a writable copy: torch.from_numpy shares it
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot decode image ({exc}); expected a readable RGB image file") from exc
+
+    @staticmethod
+    def read_label_image(path: Path) -> np.ndarray:
+        """Decode a single-channel 8-bit label PNG; H×W uint8. ``ValueError`` naming the file otherwise."""
+        try:
+            with Image.open(path) as img:
+                img.load()
+                mode = img.mode
+                array = np.asarray(img)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot decode label image ({exc}); expected a readable PNG") from exc
+        if mode not in ("L", "P") or array.ndim != 2:
+            raise ValueError(f"{path}: label image has mode {mode} with shape {array.shape}; expected a "
+                             "single-channel 8-bit PNG of label ids (mode L)")
+        return array
+
+    def decode_label(self, path: Path, image_size: tuple[int, int]) -> np.ndarray:
+        """Read one label file as train ids (H×W uint8, 255 = ignore). Subclasses implement it."""
+        raise NotImplementedError
+
+    def _load(self, index: int) -> tuple:
+        image_path, label_path = self.files[index]
+        image = self.read_image(image_path)
+        size = image.shape[:2]
+        masks = []
+        for path in [label_path] + [paths[index] for paths in self.extra_files]:
+            mask = self.decode_label(path, size)
+            if mask.shape != size:
+                raise ValueError(f"{path}: label is {mask.shape[1]}x{mask.shape[0]} (W×H) but its image "
+                                 f"{image_path} is {size[1]}x{size[0]}; expected the same size")
+            masks.append(tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64))))
+        # permute is a view; contiguous so that downstream kernels and pinning see a plain layout
+        image = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+        return (image, *masks)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        index %= len(self)
+        for attempt in range(len(self)):
+            current = (index + attempt) % len(self)
+            if current in self._bad:
+                continue
+            try:
+                item = self._load(current)
+            except ValueError as exc:
+                self._bad.add(current)
+                self._problem(self.files[current][0], exc)
+                continue  # skip mode: serve the next good item so a batch keeps its size
+            return item if self.transform is None else self.transform(*item)
+        raise RuntimeError(f"every item of this dataset failed to load; see .skipped ({len(self.skipped)} entries)")
+
+    def verify(self) -> int:
+        """Load every item once (without the transform); returns how many load.
+
+        In raise mode the first bad item raises; in skip mode bad items are recorded in ``.skipped`` and
+        removed from ``.files``, so the dataset's length is the number of good items afterwards.
+        """
+        good = []
+        for index in range(len(self)):
+            if index in self._bad:  # already failed (and was recorded) when loaded as an item
+                continue
+            try:
+                self._load(index)
+            except ValueError as exc:
+                self._problem(self.files[index][0], exc)
+                continue
+            good.append(index)
+        self.files = [self.files[i] for i in good]
+        self.extra_files = [[paths[i] for i in good] for paths in self.extra_files]
+        self._bad.clear()
+        return len(good)
