@@ -126,7 +126,11 @@ def table_rows(table: str, scale: Scale) -> dict[str, dict]:
     if table == "table6":
         rows = {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
     elif table == "noise_sweep":
-        rows = {f"{m}@{noise:g}": row(**mk, synth_noise=noise)
+        from armlib.config import load_config
+
+        # The scale's own noise level is the other tables' data set: leave it implicit so those runs are shared.
+        default = load_config(CONFIG_DIR / scale.config).synth_noise
+        rows = {f"{m}@{noise:g}": row(**mk, **({} if noise == default else {"synth_noise": noise}))
                 for noise in scale.noise_levels for m, mk in NOISE_METHODS.items()}
     elif table in TABLES:
         rows = TABLES[table]

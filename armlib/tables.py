@@ -87,8 +87,22 @@ def _data_description(scale: str, data_root) -> str:
 
 
 def show(df: pd.DataFrame, digits: int = 2) -> str:
-    """A data frame as fixed-width text, rounded, for notebooks and nbval comparisons."""
-    return df.round(digits).to_string(index=False) if len(df) else "(empty)"
+    """A data frame as fixed-width text, rounded, for notebooks and nbval comparisons.
+
+    A :func:`armlib.results.summarize` frame becomes one line per row: "ours ± std (paper)" per metric.
+    """
+    if not len(df):
+        return "(empty)"
+    if {"ours_mean", "ours_std", "paper", "metric", "label"} <= set(df.columns):
+        cell = (df.ours_mean.map(lambda x: f"{x:.{digits}f}") + " ± " + df.ours_std.map(
+            lambda x: "—" if pd.isna(x) else f"{x:.{digits}f}") + " (" + df.paper.map(
+            lambda x: "NaN" if pd.isna(x) else f"{x:.{digits}f}") + ")")
+        wide = df.assign(cell=cell).pivot_table(index="label", columns="metric", values="cell", aggfunc="first",
+                                                sort=False)
+        wide.columns.name = None
+        n = df.groupby("label", sort=False)["n_seeds"].max()
+        return wide.assign(seeds=n).reset_index().to_string(index=False)
+    return df.round(digits).to_string(index=False)
 
 
 def show_claims(claims: list[dict]) -> str:
