@@ -184,7 +184,10 @@ class ARMLoss(nn.Module):
             confidence = confidence_indicator(F.softmax(at_least_float32(source), dim=1), self.indicator)
         elif self.detach:
             confidence = confidence.detach()
-        weights = normalize_weights(self.weight_fn(confidence), valid, self.p).squeeze(1)
+        # ARM's 53 parameters and the norms run in float32 even under autocast: bf16 convs on a 1-channel map
+        # cost nothing to avoid, and moved ARM's gradients by several per cent in a CPU-autocast check.
+        with torch.autocast(confidence.device.type, enabled=False):
+            weights = normalize_weights(self.weight_fn(at_least_float32(confidence)), valid, self.p).squeeze(1)
         if isolated:
             plain = loss_map.sum() / valid.sum().clamp_min(1)
             q_arm = (weights * loss_map.detach()).sum()

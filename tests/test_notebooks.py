@@ -26,9 +26,11 @@ def test_notebook_has_literal_parameters_with_defaults_for_jupyterlab(key):
     tree = ast.parse(source(params[0]))
     names = set()
     for node in tree.body:
-        assert isinstance(node, ast.AnnAssign), "parameters are typed literal assignments only"
-        ast.literal_eval(node.value)   # papermill cannot update computed values: literals only
-        names.add(node.target.id)
+        # papermill cannot update computed values: literal assignments only (typed where papermill can
+        # parse the type, which it cannot for "X | None")
+        assert isinstance(node, (ast.AnnAssign, ast.Assign)), "parameters are literal assignments only"
+        ast.literal_eval(node.value)
+        names.add(node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id)
     assert names == REQUIRED_PARAMETERS
     assert 'scale: str = "quick"' in source(params[0])   # JupyterLab users get the quick scale
 
