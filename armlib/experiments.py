@@ -39,6 +39,11 @@ class Scale:
     noise_levels: tuple[float, ...] = ()         # synthetic coarse-label noise sweep
     tta_scales: tuple[float, ...] = (0.75, 1.0, 1.25)
     dataset: str = "synth"           # "synth" or "cityscapes" (then ADE20K rows run too when present)
+    dataset_configs: dict = field(default_factory=dict)  # dataset -> its own base config (else ``config``)
+
+    def config_for(self, spec: dict) -> Path:
+        """The base config file of one experiment (ADE20K has its own crop size and T at paper scale)."""
+        return CONFIG_DIR / self.dataset_configs.get(spec.get("dataset", self.dataset), self.config)
 
 
 SCALES = {
@@ -53,7 +58,8 @@ SCALES = {
                  noise_levels=(0.0, 0.5, 1.0)),
     "paper": Scale("paper", "paper_cityscapes_coarse.yaml", seeds=(0,), jobs=1, threads=None,
                    models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
-                   tta_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), dataset="cityscapes"),
+                   tta_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), dataset="cityscapes",
+                   dataset_configs={"ade20k": "paper_ade20k.yaml"}),
 }
 
 
@@ -121,8 +127,9 @@ TABLE6_COLUMNS = {"fine": {"annotation": "fine"}, "coarse": {"annotation": "coar
 NOISE_METHODS = {"base": {}, "linear_arm": LINEAR, "arm": ARM}
 
 
-def table_rows(table: str, scale: Scale) -> dict[str, dict]:
-    """{row: experiment dict} of a table that can run at this scale (model roles resolved)."""
+def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
+    """{row: experiment dict} of a table that can run at this scale (model roles resolved; ADE20K rows
+    only for real-data scales with ``<data_root>/ade20k`` present)."""
     if table == "table6":
         rows = {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
     elif table == "noise_sweep":
@@ -140,19 +147,23 @@ def table_rows(table: str, scale: Scale) -> dict[str, dict]:
     for name, spec in rows.items():
         model = scale.models.get(spec["model"], spec["model"])
         needs_ade = spec.get("dataset") == "ade20k"
-        if model is None or (needs_ade and scale.dataset != "cityscapes"):
+        if model is None or (needs_ade and (scale.dataset == "synth" or not (resolve(data_root) / "ade20k").is_dir())):
             continue   # not runnable at this scale (the report says so)
         out[name] = {**spec, "model": model}
     return out
 
 
-def overrides(spec: dict, scale: Scale) -> dict:
-    """Trainer config overrides for one experiment at a scale."""
+def overrides(spec: dict, scale: Scale, data_root) -> dict:
+    """Trainer config overrides for one experiment at a scale.
+
+    ``data_root`` is where synthetic sets are generated; for real data it is the folder holding
+    ``cityscapes/`` and ``ade20k/`` (see data/README.md), and each run gets its dataset's subfolder.
+    """
     o = {k: v for k, v in spec.items() if k != "dataset"}
-    if spec.get("dataset") == "ade20k":
-        o["dataset"] = "ade20k"
-    elif scale.dataset != "synth":
-        o["dataset"] = scale.dataset
+    dataset = spec.get("dataset", scale.dataset)
+    if dataset != "synth":
+        o["dataset"] = dataset
+    o["data_root"] = str(resolve(data_root) if dataset == "synth" else resolve(data_root) / dataset)
     return o
 
 
@@ -175,11 +186,11 @@ class Run:
         return self.out / "record.json"
 
 
-def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None) -> list[Run]:
+def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None, data_root="data") -> list[Run]:
     seeds = scale.seeds if seeds is None else tuple(seeds)
     root = resolve(runs_dir) / scale.name
     return [Run(name, seed, spec, root / run_name(spec, seed))
-            for name, spec in table_rows(table, scale).items() for seed in seeds]
+            for name, spec in table_rows(table, scale, data_root).items() for seed in seeds]
 
 
 def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path = "runs",
@@ -187,7 +198,7 @@ def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path
               progress: bool = True) -> pd.DataFrame:
     """Train (or reuse) every run of a table; return one row per run: row, seed, metrics, run_dir."""
     sc = get_scale(scale)
-    runs = plan(table, sc, runs_dir, seeds)
+    runs = plan(table, sc, runs_dir, seeds, data_root)
     execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress, desc=table)
     return collect(runs)
 
@@ -223,9 +234,8 @@ def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs
 
 
 def _command(r: Run, scale: Scale, data_root, device, gpus: int) -> list[str]:
-    args = ["train", "--config", str(CONFIG_DIR / scale.config), "--out", str(r.out)]
-    settings = {**overrides(r.spec, scale), "seed": r.seed, "data_root": str(resolve(data_root)), "device": device,
-                "quiet": True}
+    args = ["train", "--config", str(scale.config_for(r.spec)), "--out", str(r.out)]
+    settings = {**overrides(r.spec, scale, data_root), "seed": r.seed, "device": device, "quiet": True}
     if scale.threads:
         settings["threads"] = scale.threads
     args += [f"{k}={_yaml_value(v)}" for k, v in settings.items()]
@@ -265,9 +275,8 @@ def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
 
     seen = set()
     for r in runs:
-        cfg = load_config(CONFIG_DIR / scale.config,
-                          [f"{k}={_yaml_value(v)}" for k, v in {**overrides(r.spec, scale),
-                                                                "data_root": str(resolve(data_root))}.items()])
+        cfg = load_config(scale.config_for(r.spec),
+                          [f"{k}={_yaml_value(v)}" for k, v in overrides(r.spec, scale, data_root).items()])
         key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)

@@ -120,13 +120,13 @@ def show_claims(claims: list[dict]) -> str:
 
 # -- tables ----------------------------------------------------------------------------------------------
 
-def all_runs(keys, scale: str, seeds=None, runs_dir="runs") -> list[experiments.Run]:
+def all_runs(keys, scale: str, seeds=None, runs_dir="runs", data_root="data") -> list[experiments.Run]:
     """The training runs the given notebooks need (duplicates shared by directory)."""
     sc = experiments.get_scale(scale)
     runs = []
     for key in keys:
         if key in experiments.TABLES or key in ("table6", "noise_sweep"):
-            runs += experiments.plan(key, sc, runs_dir, seeds)
+            runs += experiments.plan(key, sc, runs_dir, seeds, data_root)
         elif key in ("variance_maps", "loss_vs_variance", "confidence_quadrants", "holder"):
             runs += [_base_run(sc, runs_dir, seeds)]
         elif key == "learned_curve":
@@ -139,7 +139,7 @@ def train_all(keys, scale="quick", seeds=None, data_root="data", device="auto", 
               progress=True) -> None:
     """Train every run the notebooks need in one pool, so parallel hardware stays busy across tables."""
     sc = experiments.get_scale(scale)
-    experiments.execute(all_runs(keys, scale, seeds, runs_dir), sc, data_root=data_root, device=device,
+    experiments.execute(all_runs(keys, scale, seeds, runs_dir, data_root), sc, data_root=data_root, device=device,
                         jobs=jobs, progress=progress, desc="training runs")
 
 
@@ -159,7 +159,7 @@ def reproduce_table(table: str, scale="quick", seeds=None, data_root="data", dev
 def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataFrame:
     """One row per (method, seed) with the TTA mIoU of each annotation's run as columns."""
     sc = experiments.get_scale(scale)
-    runs = experiments.plan("table6", sc, runs_dir, seeds)
+    runs = experiments.plan("table6", sc, runs_dir, seeds, data_root)
     experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="table6")
     rows = {}
     for r in runs:

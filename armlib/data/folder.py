@@ -100,7 +100,7 @@ class PairedSegmentationDataset(Dataset):
             with Image.open(path) as img:
                 img.load()
                 mode = img.mode
-                array = np.asarray(img)
+                array = np.array(img)  # a writable copy: torch.from_numpy warns on read-only arrays
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise ValueError(f"{path}: cannot decode label image ({exc}); expected a readable PNG") from exc
         if mode not in ("L", "P") or array.ndim != 2:
