@@ -127,7 +127,7 @@ def all_runs(keys, scale: str, seeds=None, runs_dir="runs", data_root="data") ->
     for key in keys:
         if key in experiments.TABLES or key in ("table6", "noise_sweep"):
             runs += experiments.plan(key, sc, runs_dir, seeds, data_root)
-        elif key in ("variance_maps", "loss_vs_variance", "confidence_quadrants", "holder"):
+        elif key in ("variance_maps", "loss_vs_variance", "confidence_quadrants"):
             runs += [_base_run(sc, runs_dir, seeds)]
         elif key == "learned_curve":
             runs += [r for r in experiments.plan("table2", sc, runs_dir, seeds) if r.row in ("norm_l2", "base")]
@@ -384,8 +384,9 @@ def data_overview(scale="quick", seeds=None, data_root="data", device="auto", ou
     from armlib.train import training_dataset_for_figures
 
     sc = experiments.get_scale(scale)
-    run = _base_run(sc, runs_dir, seeds)
-    dataset, stats = training_dataset_for_figures(experiments.CONFIG_DIR / sc.config, data_root)
+    base = experiments.row()
+    dataset, stats = training_dataset_for_figures(sc.config_for(base),
+                                                  experiments.overrides(base, sc, data_root)["data_root"])
     samples = [dataset[i] for i in range(min(FIGURE_IMAGES, len(dataset)))]
     stats_df = pd.DataFrame(stats)
     claims = []

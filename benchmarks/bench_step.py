@@ -535,7 +535,7 @@ def render(result: dict) -> str:
     parts = [f"{kind} {_fmt(ov[kind]['step_pct'], '+.1f')} % (step medians), "
              f"{_fmt(ov[kind]['loss_path_pct'], '+.1f')} % (loss path: {_fmt(ov[kind]['loss_path_ms'], '+.2f')} ms)"
              for kind in kinds]
-    lines += [f"**ARM overhead: " + "; ".join(parts) + f" of the OS-{ov['output_stride']} step "
+    lines += ["**ARM overhead: " + "; ".join(parts) + f" of the OS-{ov['output_stride']} step "
               f"({_fmt(ov['ce_step_ms'])} ms with CE).**", ""]
     lp = result["loss_path"]
     lines += [f"Loss path alone (logits {'×'.join(map(str, lp['shape']))} {lp['dtype']}, forward + backward, "

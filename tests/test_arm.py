@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from armlib import ARM, ARMLoss, LinearARM, adversarial_sgd, normalize_weights
 from armlib.confidence import normalized_variance
-from armlib.losses import cross_entropy_map
 
 
 def test_arm_has_53_parameters_and_paper_structure():

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import armlib.train as train_mod
-from armlib.arm import ARMLoss, adversarial_sgd
+from armlib.arm import adversarial_sgd
 from armlib.cli import main as cli_main
 from armlib.config import TrainConfig, load_config
 from armlib.losses import cross_entropy_map, gce_map, mean_over_valid
