@@ -1,8 +1,8 @@
 """Segmentation models and their registry: DeepLabV3+ and OCRNet on dilated ResNet50/101, and tiny CPU twins.
 
->>> model = build_model("deeplabv3plus_tiny", num_classes=19)
->>> sorted(model(torch.randn(2, 3, 64, 128)))    # training mode, aux=True
-['aux', 'out']
+    model = build_model("deeplabv3plus_r101", num_classes=19, output_stride=8)
+    outputs = model(images)    # images N×3×H×W; in training mode: {"out": ..., "aux": ...}
+    loss = ce(outputs["out"], target) + AUX_LOSS_WEIGHT * ce(outputs["aux"], target)
 
 Every model maps x N×3×H×W to {"out": N×C×H×W, "aux": N×C×H×W (training only, aux=True),
 "log_s": N×1×H×W (uncertainty=True)}; see :mod:`armlib.models.heads`. The trainer weights the "aux" loss
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-import torch  # noqa: F401  (used by the doctest above)
 from torch import nn
 
 from armlib.models.backbones import (OUTPUT_STRIDES, ResNetBackbone, TinyResNet, check_output_stride,
@@ -21,10 +20,12 @@ from armlib.models.deeplabv3plus import ASPP_RATES, DeepLabV3Plus
 from armlib.models.heads import AUX_LOSS_WEIGHT
 from armlib.models.ocr import OCRNet
 
-# Tiny twins for the smoke and quick scales on a 2-core CPU: the same heads, narrow widths (a ResNet-10 of
-# BasicBlocks; head widths cut 16× from mmseg's 512/256/48). Sized so that one SGD step (batch 8, 128×256,
-# CE on "out" + 0.4 CE on "aux") takes ~0.3 s on one thread at output stride 8; about 40% of that is the
-# full-resolution upsampling and cross-entropy of the two outputs, which no width choice removes.
+# Tiny twins for the smoke and quick scales on a 2-core CPU: the same heads (ASPP with image pooling and
+# rates 12/24/36 or 6/12/18, stride-4 skip, two separable decoder convs, aux FCN / OCR), narrow widths: a
+# ResNet-10 of dilated BasicBlocks, ASPP/decoder 32 (mmseg 512), skip 8 (48), aux FCN 16 (256). Sized so one
+# SGD step (batch 8, 128×256, 19 classes, CE on "out" + 0.4 CE on "aux") takes ≈ 0.3 s on one thread at
+# output stride 8 (less at 16). About 40% of that is the full-resolution upsampling and cross-entropy of the
+# two outputs, which no width choice removes.
 TINY_BACKBONE = dict(widths=(16, 24, 32, 64), blocks=(1, 1, 1, 1), stem_width=16)
 TINY_DEEPLAB = dict(channels=32, low_level_channels=8, aux_channels=16)
 TINY_OCR = dict(channels=32, ocr_channels=16, region_channels=16)
