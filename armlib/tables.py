@@ -388,7 +388,14 @@ def data_overview(scale="quick", seeds=None, data_root="data", device="auto", ou
     dataset, stats = training_dataset_for_figures(sc.config_for(base),
                                                   experiments.overrides(base, sc, data_root)["data_root"])
     samples = [dataset[i] for i in range(min(FIGURE_IMAGES, len(dataset)))]
-    stats_df = pd.DataFrame(stats)
+    rows = [{"data": experiments.overrides(base, sc, data_root).get("dataset", "synth"), **r} for r in stats]
+    real = resolve(data_root) / "cityscapes"
+    if sc.dataset == "synth" and (real / "gtCoarse").is_dir():
+        # Real coarse labels beside the synthetic ones, so a reader can judge how realistic ours are.
+        from armlib.data import cityscapes_coarse_stats
+
+        rows.append({"data": "cityscapes (real)", "split": "train", **cityscapes_coarse_stats(real)})
+    stats_df = pd.DataFrame(rows)
     claims = []
     results.write_table(stats_df, claims, resolve(out_dir), "data")
     return {"samples": samples, "stats": stats_df}, claims
