@@ -160,7 +160,8 @@ def render(out_dir: str | Path = "reports") -> Path:
         "hardware": any_meta.get("hardware", platform.processor() or platform.machine()),
         "versions": any_meta.get("versions", ""),
         "git revision": ", ".join(sorted({str(m.get("git_revision")) for m in metas.values()})) or "—",
-        "wall time of the notebooks": f"{wall / 60:.1f} min",
+        "training": metas.get("training", {}).get("finding", "—"),
+        "wall time (training span + notebooks)": f"{wall / 60:.1f} min",
         "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     front = ("<h1>ARM reproduction report</h1>"

@@ -46,7 +46,8 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
               "runs_dir": runs_dir, "jobs": jobs}
-    tables.train_all(keys, **{k: v for k, v in params.items() if k != "out_dir"}, progress=progress)
+    runs = tables.train_all(keys, **{k: v for k, v in params.items() if k != "out_dir"}, progress=progress)
+    tables.write_training_meta(runs, scale, out_dir)
     executed = resolve(out_dir) / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     for key in tqdm(keys, desc="notebooks", unit="nb", disable=not progress):

@@ -72,7 +72,13 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}"
     import os
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    name = platform.processor() or platform.machine()
+    try:   # Linux names the CPU model here; platform.processor() is often empty
+        lines = open("/proc/cpuinfo").read().splitlines()
+        name = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {name}, {os.cpu_count()} cores"
 
 
 def versions() -> str:
@@ -136,11 +142,31 @@ def all_runs(keys, scale: str, seeds=None, runs_dir="runs", data_root="data") ->
 
 
 def train_all(keys, scale="quick", seeds=None, data_root="data", device="auto", runs_dir="runs", jobs=None,
-              progress=True) -> None:
+              progress=True) -> list[experiments.Run]:
     """Train every run the notebooks need in one pool, so parallel hardware stays busy across tables."""
     sc = experiments.get_scale(scale)
-    experiments.execute(all_runs(keys, scale, seeds, runs_dir, data_root), sc, data_root=data_root, device=device,
-                        jobs=jobs, progress=progress, desc="training runs")
+    runs = all_runs(keys, scale, seeds, runs_dir, data_root)
+    experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
+                        desc="training runs")
+    return runs
+
+
+def write_training_meta(runs: list[experiments.Run], scale: str, out_dir="reports") -> dict:
+    """``results/meta_training.json`` from the run records themselves: how many runs, their summed wall time,
+    and the elapsed span from the first run's start to the last run's end (record mtimes), so the report's
+    wall time includes training even when it happened in an earlier, interrupted invocation."""
+    ends, walls = [], []
+    for r in runs:
+        record = json.loads(r.record_path.read_text())
+        ends.append(r.record_path.stat().st_mtime)
+        walls.append(float(record.get("wall_time_s", 0.0)))
+    span = max(ends) - min(e - w for e, w in zip(ends, walls)) if ends else 0.0
+    meta = {"key": "training", "scale": scale, "runs": len(runs), "run_wall_time_sum_s": sum(walls),
+            "wall_time_s": span, "git_revision": git_revision(), "hardware": hardware(), "versions": versions(),
+            "finding": f"{len(runs)} training runs; {span / 60:.1f} min from the first start to the last end "
+                       f"({sum(walls) / 60:.1f} min summed over runs, {experiments.get_scale(scale).jobs} at once)."}
+    atomic_write_text(resolve(out_dir) / "results" / "meta_training.json", json.dumps(meta, indent=1))
+    return meta
 
 
 def reproduce_table(table: str, scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",

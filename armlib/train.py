@@ -68,7 +68,9 @@ from armlib.arm import ARM, ARMLoss, LinearARM, adversarial_sgd
 from armlib.config import RUNTIME_ONLY, TrainConfig, load_config
 from armlib.confidence import uncertainty_indicator
 from armlib.evaluation import evaluate_model
-from armlib.losses import IGNORE_INDEX, cross_entropy_map, gce_map, kl_loss_map, mean_over_valid, ohem_cross_entropy
+from armlib.fused import FusedARMLoss
+from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
+                           mean_over_valid, ohem_cross_entropy)
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.schedule import paper_lr
 
@@ -204,7 +206,9 @@ def build_criterion(cfg: TrainConfig) -> ARMLoss | None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             weight_fn = ARM()
-    return ARMLoss(weight_fn, p=cfg.norm_p, indicator=cfg.indicator, detach=cfg.detach)
+    # The fused path has ARMLoss's exact semantics (tests/test_fused.py) and reads the logits once for CE and
+    # the variance; it falls back to the reference path itself for other indicators and detach=False.
+    return FusedARMLoss(weight_fn, p=cfg.norm_p, indicator=cfg.indicator, detach=cfg.detach)
 
 
 def compute_loss(outputs: dict[str, Tensor], target: Tensor, cfg: TrainConfig, criterion: ARMLoss | None = None,
@@ -230,7 +234,11 @@ def compute_loss(outputs: dict[str, Tensor], target: Tensor, cfg: TrainConfig, c
         main = ohem_cross_entropy(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept)
     else:
         confidence = None
-        if cfg.loss == "ce":
+        if cfg.loss == "ce" and criterion is not None:
+            if validate:
+                check_logits_target(logits, target)
+            loss_map = None   # the fused criterion computes CE in the same pass as the confidence
+        elif cfg.loss == "ce":
             loss_map = cross_entropy_map(logits, target, validate=validate)
         elif cfg.loss == "gce":
             loss_map = gce_map(logits, target, cfg.gce_q, validate=validate)

@@ -54,7 +54,7 @@ def test_render_html(tmp_path):
     assert "70.33" in page and "60.50 ± 0.71 (n=2)" in page
     assert "Claims checklist: 1 of 1 hold" in page
     assert "data:image/png;base64," in page
-    assert "abc123" in page and "2.0 min" in page
+    assert "abc123" in page and "2.0 min" in page  # wall time of notebooks + training
     for key, heading, _ in report.SECTIONS:
         assert f'href="#{key}"' in page
     assert page.count("Not run at this scale") == len(report.SECTIONS) - 1

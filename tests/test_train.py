@@ -265,18 +265,34 @@ def test_loader_workers_do_not_change_the_run(data_root, tmp_path):
     assert_identical(model_state(tmp_path / "w0"), model_state(tmp_path / "w2"))
 
 
-def test_isolated_arm_run_trains_the_model_exactly_as_plain_ce(data_root, tmp_path):
+def test_isolated_arm_run_trains_the_model_as_plain_ce(data_root, tmp_path):
     """During the isolated phase the model sees the plain mean loss: with the whole run isolated the model's
-    weights equal the CE run's bit for bit, while ARM's weights moved."""
+    weights equal the CE run's (up to float rounding: the fused ARM path computes the CE gradient itself),
+    and ARM's weights moved. The gradient-level check below shows what the isolated phase removes."""
     cfg = small_cfg(data_root, "iterations=4", "checkpoint_every=4")
     train(cfg, tmp_path / "ce")
     train(cfg.replace(reweight="arm", isolated_fraction=1.0), tmp_path / "iso")
-    train(cfg.replace(reweight="arm", isolated_fraction=0.0), tmp_path / "joint")
-    ce, iso, joint = (torch.load(tmp_path / d / CHECKPOINT, weights_only=True) for d in ("ce", "iso", "joint"))
-    assert_identical(ce["model"], iso["model"])
-    assert any(not torch.equal(ce["model"][k], joint["model"][k]) for k in ce["model"])
+    ce, iso = (torch.load(tmp_path / d / CHECKPOINT, weights_only=True) for d in ("ce", "iso"))
+    for k in ce["model"]:
+        torch.testing.assert_close(ce["model"][k], iso["model"][k], rtol=0, atol=1e-5)
     initial = build_criterion(cfg.replace(reweight="arm")).weight_fn.state_dict()
     assert any(not torch.equal(initial[k], iso["arm"][k]) for k in initial)
+
+
+def test_isolated_flag_gives_the_model_the_plain_mean_gradient():
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(2, 5, 6, 7)).requires_grad_(True)
+    target = torch.randint(0, 5, (2, 6, 7))
+    cfg = TrainConfig(reweight="linear", aux_weight=0.0)
+    grads = {}
+    for name, criterion, isolated in (("ce", None, False), ("iso", build_criterion(cfg), True),
+                                      ("joint", build_criterion(cfg), False)):
+        logits.grad = None
+        loss, _ = compute_loss({"out": logits}, target, cfg, criterion, isolated=isolated)
+        loss.backward()
+        grads[name] = logits.grad.clone()
+    torch.testing.assert_close(grads["iso"], grads["ce"], rtol=1e-5, atol=1e-7)
+    assert (grads["joint"] - grads["ce"]).abs().max() > 100 * (grads["iso"] - grads["ce"]).abs().max()
 
 
 @pytest.mark.parametrize("overrides", [["loss=kl", "reweight=arm"], ["loss=ohem", "ohem_min_kept=500"],

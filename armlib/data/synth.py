@@ -41,7 +41,8 @@ from armlib.data.scenes import SCENE_LABELS, render_scene, sample_scene
 __all__ = ["generate", "ensure_synthetic", "add_arguments", "run", "DEFAULT_SIZE", "SYNTH_VERSION"]
 
 GENERATOR = "armlib.data.synth"
-SYNTH_VERSION = 1  # bump when the output for given parameters changes: cached trees then regenerate
+SYNTH_VERSION = 2  # bump when the output for given parameters changes: cached trees then regenerate
+# (tests/test_data_synth.py pins the output fingerprint of each version)
 DEFAULT_SIZE = (128, 256)
 DEFAULT_CITY = "synthcity"
 MIN_SIDE = 16
