@@ -116,6 +116,16 @@ def _figures(folder: Path, key: str) -> str:
     return "".join(out)
 
 
+def _model_roles(scales: set[str]) -> str:
+    """E.g. "ResNet101 → deeplabv3plus_tiny": the rows keep the paper's labels, this says what stood in."""
+    from armlib.experiments import SCALES
+
+    names = {"r50": "ResNet50", "r101": "ResNet101 / DeepLabV3+", "ocr": "OCR"}
+    parts = [f"{names[k]} → {v or 'not run'}" for s in sorted(scales) if s in SCALES
+             for k, v in SCALES[s].models.items()]
+    return "; ".join(parts) or "—"
+
+
 def render(out_dir: str | Path = "reports") -> Path:
     """Build ``<out_dir>/index.html`` from the result files; return its path."""
     out_dir = resolve(out_dir)
@@ -157,6 +167,7 @@ def render(out_dir: str | Path = "reports") -> Path:
     facts = {
         "scale": ", ".join(sorted({str(m.get("scale")) for m in metas.values()})) or "—",
         "data": ", ".join(sorted({str(m.get("data")) for m in metas.values() if m.get("data")})) or "—",
+        "models (the paper's role → what ran)": _model_roles({str(m.get("scale")) for m in metas.values()}),
         "hardware": any_meta.get("hardware", platform.processor() or platform.machine()),
         "versions": any_meta.get("versions", ""),
         "git revision": ", ".join(sorted({str(m.get("git_revision")) for m in metas.values()})) or "—",
