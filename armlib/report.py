@@ -97,11 +97,10 @@ def _results_table(df: pd.DataFrame) -> str:
 def _claims_table(df: pd.DataFrame) -> str:
     rows = ["<tr><th>claim</th><th>paper</th><th>ours</th><th>holds</th></tr>"]
     for r in df.itertuples():
-        paper = r.paper if isinstance(r.paper, str) else _fmt(r.paper)
-        try:
+        try:   # a number, or a statement for figure claims ("falls (Fig. 5)")
             paper = _fmt(float(r.paper))
         except (TypeError, ValueError):
-            pass
+            paper = html.escape(str(r.paper))
         se = "" if pd.isna(r.ours_se) else f" ± {_fmt(r.ours_se)} (se, n={int(r.n)})"
         rows.append(f"<tr><td class=claim>{html.escape(r.text)}</td><td class=num>{paper}</td>"
                     f"<td class=num>{_fmt(r.ours)}{se}</td><td>{_verdict(_bool(r.holds), _bool(r.within_noise))}</td></tr>")
