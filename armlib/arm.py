@@ -188,13 +188,21 @@ class ARMLoss(nn.Module):
         # cost nothing to avoid, and moved ARM's gradients by several per cent in a CPU-autocast check.
         with torch.autocast(confidence.device.type, enabled=False):
             weights = normalize_weights(self.weight_fn(at_least_float32(confidence)), valid, self.p).squeeze(1)
-        if isolated:
-            plain = loss_map.sum() / valid.sum().clamp_min(1)
-            q_arm = (weights * loss_map.detach()).sum()
-            loss = plain + (q_arm - q_arm.detach())
-        else:
-            loss = (weights * loss_map).sum()
+        loss = reweighted_sum(weights, loss_map, valid, isolated)
         return ReweightedLoss(loss, weights.detach(), confidence.detach().squeeze(1))
+
+
+def reweighted_sum(weights: Tensor, loss_map: Tensor, valid: Tensor, isolated: bool = False) -> Tensor:
+    """Q = Σ_i w_i l_i (Eq. 6) of normalised weights and a loss map (both N×H×W).
+
+    ``isolated`` (the first 0.05·T, Sec. 4.2): the value and the model's gradient of the plain mean over
+    ``valid`` pixels, while ARM gets the gradient of Q on the detached loss map.
+    """
+    if isolated:
+        plain = loss_map.sum() / valid.sum().clamp_min(1)
+        q_arm = (weights * loss_map.detach()).sum()
+        return plain + (q_arm - q_arm.detach())
+    return (weights * loss_map).sum()
 
 
 def adversarial_sgd(model_params, arm_params, lr: float, momentum: float = 0.9,

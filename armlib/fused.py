@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from armlib.arm import ARM, ARMLoss, ReweightedLoss, normalize_weights
+from armlib.arm import ARM, ARMLoss, ReweightedLoss, normalize_weights, reweighted_sum
 from armlib.losses import IGNORE_INDEX, at_least_float32
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -218,12 +218,7 @@ def _reweighted_loss(weight_fn: nn.Module, v: Tensor, loss_map: Tensor, valid: T
         v = at_least_float32(v)
         w = _pointwise_mlp(weight_fn, v) if pointwise and _is_pointwise_mlp(weight_fn) else weight_fn(v)
         weights = normalize_weights(w, valid, p).squeeze(1)
-        if isolated:
-            plain = loss_map.sum() / valid.sum().clamp_min(1)
-            q_arm = (weights * loss_map.detach()).sum()
-            loss = plain + (q_arm - q_arm.detach())
-        else:
-            loss = (weights * loss_map).sum()
+        loss = reweighted_sum(weights, loss_map, valid, isolated)
     return loss, weights
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,7 +22,10 @@ PAPER_LOSSES = (1.2, 0.6, 0.1)  # the toy of Eq. 10
 
 
 def _as_losses(l) -> Tensor:
-    l = torch.as_tensor(l, dtype=torch.float64).flatten()
+    if isinstance(l, Tensor):
+        l = l.detach().to(torch.float64).flatten()
+    else:   # a copy: callers pass read-only numpy arrays (e.g. from pandas), which torch warns about
+        l = torch.from_numpy(np.array(l, dtype=np.float64)).flatten()
     if l.numel() == 0 or not torch.isfinite(l).all() or (l < 0).any():
         raise ValueError(f"l must be a non-empty vector of finite non-negative losses, got {l.tolist()}")
     return l

@@ -68,8 +68,27 @@ def make_goldens(only: list[str] | None = None) -> list[Path]:
         target = GOLDEN_DIR / f"{key}.ipynb"
         papermill.execute_notebook(str(notebook_path(key)), str(target), parameters=GOLDEN_PARAMETERS,
                                    cwd=str(GOLDEN_DIR), progress_bar=False, kernel_name="python3")
+        tidy_golden(target)
         written.append(target)
     return written
+
+
+def tidy_golden(path: Path) -> None:
+    """Keep a golden small and machine-independent: drop image outputs and the stderr of unchecked cells
+    (nbval compares only cells marked NBVAL_CHECK_OUTPUT) and papermill's absolute input/output paths."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            checked = "NBVAL_CHECK_OUTPUT" in cell.source
+            cell.outputs = [o for o in cell.outputs if "image/png" not in o.get("data", {})
+                            and (checked or o.get("name") != "stderr")]
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = str(Path(meta[key]).relative_to(REPO_ROOT)) if Path(meta[key]).is_absolute() else meta[key]
+    nbformat.write(nb, path)
 
 
 def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
