@@ -9,6 +9,7 @@ Drop-in use::
     loss = criterion(model(images), masks)                  # masks: N×H×W, 255 = ignore
 """
 from armlib.arm import ARM, ARMLoss, LinearARM, adversarial_sgd, normalize_weights
+from armlib.fused import FusedARMLoss  # ARMLoss's exact maths, reading the logits once (the trainer's choice)
 
-__all__ = ["ARM", "ARMLoss", "LinearARM", "adversarial_sgd", "normalize_weights"]
+__all__ = ["ARM", "ARMLoss", "FusedARMLoss", "LinearARM", "adversarial_sgd", "normalize_weights"]
 __version__ = "0.1.0"
