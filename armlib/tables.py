@@ -133,7 +133,7 @@ def all_runs(keys, scale: str, seeds=None, runs_dir="runs", data_root="data") ->
     for key in keys:
         if key in experiments.TABLES or key in ("table6", "noise_sweep"):
             runs += experiments.plan(key, sc, runs_dir, seeds, data_root)
-        elif key in ("variance_maps", "loss_vs_variance", "confidence_quadrants"):
+        elif key in ("variance_maps", "loss_vs_variance", "confidence_quadrants", "holder"):
             runs += [_base_run(sc, runs_dir, seeds)]
         elif key == "learned_curve":
             runs += [r for r in experiments.plan("table2", sc, runs_dir, seeds) if r.row in ("norm_l2", "base")]
@@ -266,15 +266,20 @@ def _pixels(run: experiments.Run, split: str, device: str, n_images: int, with_f
     return {k: torch.cat(v) if v else None for k, v in out.items()}
 
 
-def loss_vs_variance(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",
-                     runs_dir="runs", jobs=None) -> tuple[pd.DataFrame, list[dict]]:
-    """Fig. 5: mean CE per normalised-variance bin on the validation images of the CE-trained model."""
+def _measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataFrame:
+    """Mean CE per variance bin of the CE-trained model on validation images (trains the run if missing)."""
     sc = experiments.get_scale(scale)
     run = _base_run(sc, runs_dir, seeds)
     _ensure(run, sc, data_root, device, jobs)
     px = _pixels(run, "val", device, ANALYSIS_IMAGES)
     valid = px["target"] != 255
-    curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+    return analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+
+
+def loss_vs_variance(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",
+                     runs_dir="runs", jobs=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Fig. 5: mean CE per normalised-variance bin on the validation images of the CE-trained model."""
+    curve = _measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
     rho = analysis.falling_trend(curve)
     claims = [results.figure_claim("fig5_falls", "loss_vs_variance",
                                    "The mean loss falls as the normalised variance rises (Spearman ρ < 0)",
@@ -376,7 +381,11 @@ def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_d
     claims.append(results.figure_claim("holder_toy", "holder", "Projected gradient ascent reaches the closed form "
                                        "(Eq. 11–12) for p = 1, 1.5, 2, 3", "exact", float(toy.gap.max()),
                                        toy.gap.max() < 1e-3, "max gap"))
-    source, loss_curve = _loss_curve_for_holder(out_dir)
+    # The measured Fig. 5 curve, computed here rather than read from the Fig. 5 notebook's output, so the
+    # result does not depend on the order in which notebooks run.
+    measured = _measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
+    measured = measured[measured["count"] >= 100]
+    source, loss_curve = "measured (CE model, validation images)", measured["mean_loss"].to_numpy()
     fits = {p: holder.fit_arm(loss_curve, p=p) for p in (2.0, 3.0)}
     collapsed = holder.fit_arm(loss_curve, p=2.0, l1_grad=True)
     gaps = pd.DataFrame([{"ARM trained with": f"L{p:g} norm, L1 factor detached", "gap to closed form": f.gap}
@@ -391,17 +400,6 @@ def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_d
                                        collapsed.gap, collapsed.gap > 0.3, "gap to L2 solution"))
     results.write_table(toy, claims, resolve(out_dir), "holder")
     return toy, {"fits": fits, "collapsed": collapsed, "gaps": gaps, "source": source}, claims
-
-
-def _loss_curve_for_holder(out_dir) -> tuple[str, np.ndarray]:
-    """The measured Fig. 5 curve if the loss_vs_variance notebook wrote it, else Fig. 5's falling shape."""
-    path = resolve(out_dir) / "results" / "loss_vs_variance.csv"
-    if path.exists():
-        curve = pd.read_csv(path)
-        curve = curve[curve["count"] >= 100]
-        if len(curve) >= 5:
-            return "measured (loss_vs_variance)", curve["mean_loss"].to_numpy()
-    return "Fig. 5's shape: linear from 2.0 at v = −1 to 0.1 at v = +1", np.linspace(2.0, 0.1, 41)
 
 
 def data_overview(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",
