@@ -72,13 +72,10 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}"
     import os
-    name = platform.processor() or platform.machine()
-    try:   # Linux names the CPU model here; platform.processor() is often empty
-        lines = open("/proc/cpuinfo").read().splitlines()
-        name = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name}, {os.cpu_count()} cores"
+
+    from armlib.train import cpu_name
+
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores"
 
 
 def versions() -> str:

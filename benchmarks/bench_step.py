@@ -48,6 +48,7 @@ from armlib.arm import ARMLoss, adversarial_sgd
 from armlib.fused import FusedARMLoss
 from armlib.losses import IGNORE_INDEX
 from armlib.models import AUX_LOSS_WEIGHT, build_model
+from armlib.train import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -309,20 +310,10 @@ def device_info(device: torch.device) -> dict:
         extra = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                  "memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30}
     else:
-        name = _cpu_name()
+        name = cpu_name()
         extra = {"threads": torch.get_num_threads()}
     return {"type": device.type, "name": name, "torch": torch.__version__, "python": platform.python_version(),
             **extra}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def _load_average() -> list[float] | None:
