@@ -10,11 +10,17 @@ Variants, per output stride (8 and 16):
   on "out" (the aux head keeps plain CE) and ARM's parameters in the adversarial SGD group;
 - ``smp_ce``: ``smp.DeepLabV3Plus("resnet101", encoder_weights=None, encoder_output_stride=OS, classes=C)``,
   CE on its single output (smp has no auxiliary segmentation head);
-- with ``--compile``: ``ours_arm_fused_compiled`` (``FusedARMLoss(compile=True)``; the model stays eager).
+- ``ours_backbone`` / ``smp_backbone``: the ResNet-101 encoder alone (the same loss, mean square of the
+  stage-4 features): the one part both networks share, so this ratio measures implementation overhead while
+  the full-step ratio also measures the architectures' difference (ours follows mmsegmentation's 512-channel
+  heads and auxiliary head; smp has 256 channels and no auxiliary head);
+- with ``--compile``: ``ours_arm_fused_compiled`` (``FusedARMLoss(compile=True)``; the model stays eager);
+- with ``--compile-model``: ``ours_ce_compiled`` / ``smp_ce_compiled`` (``torch.compile`` of either whole model).
 
 Plus the loss path alone (forward + backward of CE / reference ARM / fused ARM on a fixed logits tensor of the
 step's shape), the device's matmul rate (bf16 on CUDA, float32 on CPU) and model FLOP/s as a fraction of it
-(FLOPs from ``torch.utils.flop_counter.FlopCounterMode``).
+(FLOPs from ``torch.utils.flop_counter.FlopCounterMode``), and each model's forward FLOPs split by its
+top-level parts (backbone / heads), which locates the FLOP difference between the two networks.
 
 CUDA: batch 8, 512×1024, bf16 autocast, channels_last, fused SGD, cudnn.benchmark, CUDA events, peak memory
 from ``max_memory_allocated``. CPU: reduced size (batch 2, 128×256, fewer steps), float32, perf_counter,
@@ -157,10 +163,20 @@ def armlib_loss(main: Callable[[Tensor, Tensor], Tensor]) -> Callable[[dict, Ten
     return loss
 
 
+def feature_loss(features: Tensor, y: Tensor) -> Tensor:
+    """Loss of the encoder-only variants: mean square of the stage-4 features (any scalar reaching every
+    layer will do; both encoders get the same one)."""
+    return features.float().square().mean()
+
+
 def build_variants(args, device: torch.device) -> list[Variant]:
     import segmentation_models_pytorch as smp  # the comparison baseline; pyproject extra "bench"
 
     fused_kw = dict(fused=True) if device.type == "cuda" else {}
+
+    def sgd(params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=LR, momentum=0.9, weight_decay=1e-4, **fused_kw)
+
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     variants = []
     for os_ in args.output_strides:
@@ -181,8 +197,18 @@ def build_variants(args, device: torch.device) -> list[Variant]:
         torch.manual_seed(0)
         theirs = smp.DeepLabV3Plus(args.smp_encoder, encoder_weights=None, encoder_output_stride=os_,
                                    classes=args.classes).to(device, memory_format=memory_format)
-        smp_opt = torch.optim.SGD(theirs.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4, **fused_kw)
+        smp_opt = sgd(theirs.parameters())
         variants.append(Variant("smp_ce", os_, theirs, ce, smp_opt, f"smp_os{os_}"))
+        if args.compile_model:   # same modules and optimizers as the eager rows, so the FLOP families match
+            variants.append(Variant("ours_ce_compiled", os_, torch.compile(ours), armlib_loss(ce), opt,
+                                    f"ours_os{os_}"))
+            variants.append(Variant("smp_ce_compiled", os_, torch.compile(theirs), ce, smp_opt, f"smp_os{os_}"))
+        # Encoders alone, each with an optimizer of its own (their momenta add ~4 bytes/parameter of memory
+        # to every variant alike).
+        variants.append(Variant("ours_backbone", os_, ours.backbone, lambda f, y: feature_loss(f["out"], y),
+                                sgd(ours.backbone.parameters()), f"ours_backbone_os{os_}"))
+        variants.append(Variant("smp_backbone", os_, theirs.encoder, lambda f, y: feature_loss(f[-1], y),
+                                sgd(theirs.encoder.parameters()), f"smp_backbone_os{os_}"))
     for v in variants:
         v.model.train()
     return variants
@@ -198,16 +224,47 @@ def make_batch(args, device: torch.device, generator: torch.Generator) -> tuple[
     return x.to(device, memory_format=memory_format), y.to(device)
 
 
-def count_flops(variant: Variant, x: Tensor, y: Tensor, amp: bool) -> int:
-    """FLOPs of one forward + backward (matmuls/convolutions, as FlopCounterMode counts them)."""
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``aten.convolution_backward``: the input gradient and the weight gradient each make exactly
+    the forward convolution's multiplications, so each costs the forward count (``conv_flop_count`` with the
+    weight's c_in/groups: grouped convolutions are right).
+
+    Written here because torch's own formula (≤ 2.14) forgets to divide the weight gradient by ``groups``
+    (fixed upstream in pytorch/pytorch#183405): it counts a depthwise 3×3 conv's weight gradient C times over,
+    which inflated our separable-conv heads' FLOPs several-fold (tests/test_bench.py caught it).
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed) * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def flop_counter():
+    """``FlopCounterMode`` with :func:`conv_backward_flops` in place of torch's formula."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+
+
+def count_flops(variant: Variant, x: Tensor, y: Tensor, amp: bool) -> int:
+    """FLOPs of one forward + backward (matmuls/convolutions; see :func:`flop_counter`)."""
+    with flop_counter() as counter:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             loss = variant.loss_fn(variant.model(x), y)
         loss.backward()
     variant.optimizer.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
+
+
+def forward_flops_by_part(model: nn.Module, x: Tensor, amp: bool) -> dict[str, int]:
+    """Forward FLOPs of each top-level child of ``model`` (e.g. backbone / decode_head / aux_head), in
+    training mode. Forward only: FlopCounterMode attributes backward FLOPs to modules unreliably."""
+    with flop_counter() as counter, torch.no_grad():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            model(x)
+    root = type(model).__name__
+    return {key.removeprefix(f"{root}."): int(sum(counts.values()))
+            for key, counts in counter.get_flop_counts().items() if key.count(".") == 1 and key.startswith(root)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -348,6 +405,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (CPU); 1 is robust when other jobs share the cores")
     p.add_argument("--compile", action="store_true", help="add FusedARMLoss(compile=True) variants")
+    p.add_argument("--compile-model", action="store_true",
+                   help="add torch.compile'd whole-model CE variants of ours and smp")
     p.add_argument("--profile", action="store_true", help="torch.profiler tables of the ARM loss paths")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--markdown", type=Path, default=MARKDOWN, help="file whose generated block is rebuilt")
@@ -383,10 +442,12 @@ def run(argv: list[str] | None = None) -> tuple[dict, Path]:
           f"steps {args.steps} (+{args.warmup} warm-up)", flush=True)
     matmul = matmul_rate(device, args.matmul_size)
     variants = build_variants(args, device)
-    flops = {}
+    flops, flops_by_part = {}, {}
     for v in variants:
         if v.family not in flops:
             flops[v.family] = count_flops(v, x, y, args.amp)
+            if "backbone" not in v.family:
+                flops_by_part[v.family] = forward_flops_by_part(v.model, x, args.amp)
     timer = Timer(device)
     for _ in range(args.warmup):
         for v in variants:
@@ -423,11 +484,13 @@ def run(argv: list[str] | None = None) -> tuple[dict, Path]:
                      "channels_last": args.channels_last, "model": args.model, "smp_encoder": args.smp_encoder,
                      "optimizer": "SGD momentum 0.9 wd 1e-4" + (" fused" if device.type == "cuda" else ""),
                      "cudnn_benchmark": device.type == "cuda", "compile": args.compile,
+                     "compile_model": args.compile_model,
                      "aux": f"ours: CE(out) + {AUX_LOSS_WEIGHT}·CE(aux); ARM variants reweight 'out' only; "
                             "smp: CE(out), no aux head"},
         "matmul": matmul,
         "steps": steps,
         "ratios": ratios(steps),
+        "flops_forward_by_part": flops_by_part,
         "loss_path": loss,
         "arm_overhead": arm_overhead(steps, loss),
         "load_average": {"before": load_before, "after": _load_average()},
@@ -441,11 +504,13 @@ def run(argv: list[str] | None = None) -> tuple[dict, Path]:
 
 
 def ratios(steps: dict) -> dict:
-    """Per output stride: ours_*/smp_ce and ours_arm_*/ours_ce, from medians."""
+    """Per output stride, from medians: each ours_X / smp_X pair (ce, backbone, ce_compiled) and each
+    ours_arm_* / ours_ce (ARM's cost)."""
     out = {}
     for os_key, entries in steps.items():
         med = {name: e["median_ms"] for name, e in entries.items()}
-        r = {f"{name}/smp_ce": med[name] / med["smp_ce"] for name in med if name != "smp_ce" and "smp_ce" in med}
+        r = {f"{name}/smp_{name[5:]}": med[name] / med[f"smp_{name[5:]}"]
+             for name in med if name.startswith("ours_") and f"smp_{name[5:]}" in med}
         r.update({f"{name}/ours_ce": med[name] / med["ours_ce"] for name in med if name.startswith("ours_arm")})
         out[os_key] = r
     return out
@@ -518,6 +583,11 @@ def render(result: dict) -> str:
                   f"{_fmt(mm['tflops_median'], '.2f')} median. FLOPs per step (FlopCounterMode, fwd+bwd): "
               + ", ".join(f"ours OS {k[2:]} {result['steps'][k]['ours_ce']['flops'] / 1e12:.3g} T, smp OS {k[2:]} "
                           f"{result['steps'][k]['smp_ce']['flops'] / 1e12:.3g} T" for k in strides) + ".", ""]
+    by_part = result.get("flops_forward_by_part") or {}
+    if by_part:
+        lines += ["Forward FLOPs by part (G per step): " + "; ".join(
+            f"{family.replace('_os', ' OS ')}: " + ", ".join(f"{part} {n / 1e9:.3g}" for part, n in parts.items())
+            for family, parts in by_part.items()) + ".", ""]
     ratio_cells = [f"OS {k[2:]}: " + ", ".join(f"{n} {v:.2f}" for n, v in result["ratios"][k].items())
                    for k in strides]
     lines += ["Ratios of medians: " + "; ".join(ratio_cells) + ".", ""]
