@@ -268,15 +268,21 @@ def _train(r: Run, scale: Scale, data_root, device, env, gpus) -> bool:
     return False
 
 
+def run_config(r: Run, scale: Scale, data_root="data"):
+    """The :class:`armlib.config.TrainConfig` a run trains with (its seed aside)."""
+    from armlib.config import load_config
+
+    return load_config(scale.config_for(r.spec),
+                       [f"{k}={_yaml_value(v)}" for k, v in overrides(r.spec, scale, data_root).items()])
+
+
 def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
     """Generate each synthetic dataset once, before parallel runs could race to create it."""
-    from armlib.config import load_config
     from armlib.train import prepare_data
 
     seen = set()
     for r in runs:
-        cfg = load_config(scale.config_for(r.spec),
-                          [f"{k}={_yaml_value(v)}" for k, v in overrides(r.spec, scale, data_root).items()])
+        cfg = run_config(r, scale, data_root)
         key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)

@@ -7,18 +7,42 @@ repository root, not to the current directory, so a notebook in ``notebooks/``, 
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# Tracked folders that armlib itself writes (the committed reference report): rewriting them is not a change
+# of the code that produced them.
+TRACKED_OUTPUTS = ("reports",)
 
 
 def resolve(path: str | os.PathLike) -> Path:
     """An absolute path: ``path`` itself if absolute, else relative to the repository root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def git_revision(root: str | os.PathLike = REPO_ROOT, short: bool = True) -> str | None:
+    """HEAD's commit hash (short or full), with ``+dirty`` when a tracked file outside
+    :data:`TRACKED_OUTPUTS` differs from it; None outside a git checkout or without git.
+
+    The outputs are left out of the check because regenerating the committed reference (``armlib reproduce
+    --out-dir reports/quick``) rewrites tracked files: counting them stamped every fresh reference "+dirty".
+    """
+    excludes = [f":(exclude){folder}" for folder in TRACKED_OUTPUTS]
+    try:
+        head = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes],
+                                cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

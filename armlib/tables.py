@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import subprocess
 import time
 
 import numpy as np
@@ -17,8 +16,8 @@ import pandas as pd
 import torch
 
 from armlib import analysis, experiments, holder, results
-from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-
+from armlib.paths import REPO_ROOT, atomic_write_text, git_revision, resolve
+from armlib.paths import atomic_write_text, git_revision, resolve
 FIGURE_IMAGES = 4          # images painted in Fig. 1 / Fig. 4
 ANALYSIS_IMAGES = 64       # images whose pixels feed the figure statistics
 
@@ -55,17 +54,6 @@ def finding(claims: list[dict]) -> str:
     if noisy:
         s += f" {len(noisy)} of the verdicts are within seed noise (|difference| < 2 standard errors)."
     return s
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
 
 
 def hardware() -> str:

@@ -51,7 +51,6 @@ import os
 import platform
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,7 +70,7 @@ from armlib.evaluation import evaluate_model
 from armlib.fused import FusedARMLoss
 from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
                            mean_over_valid, ohem_cross_entropy)
-from armlib.paths import REPO_ROOT, atomic_write_text, resolve
+from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.schedule import paper_lr
 
 __all__ = ["train", "compute_loss", "build_criterion", "prepare_data", "build_datasets", "load_run",
@@ -352,14 +351,6 @@ def _json_safe(x):
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
     return x
-
-
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def cpu_name() -> str:
@@ -664,7 +655,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
         "status": "ok",
         "config": cfg.to_dict(),
         "seed": cfg.seed,
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(short=False),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "device": str(device),

@@ -620,11 +620,17 @@ def update_markdown(markdown: Path, results_dir: Path) -> None:
         if data.get("schema") == SCHEMA:
             results.append(data)
     results.sort(key=lambda r: r["timestamp"], reverse=True)
-    block = "\n".join([BEGIN, "", *(render(r) for r in results), END])
+    replace_block(markdown, BEGIN, END, "\n".join(render(r) for r in results))
+
+
+def replace_block(markdown: Path, begin: str, end: str, body: str) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``markdown`` by ``body`` (atomically);
+    the text outside is kept; markers and body are appended when the markers are missing."""
+    block = "\n".join([begin, "", body, end])
     text = markdown.read_text() if markdown.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     tmp = markdown.with_name(markdown.name + ".tmp")

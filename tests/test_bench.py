@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("segmentation_models_pytorch")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +27,7 @@ TINY = ["--device", "cpu", "--model", "deeplabv3plus_tiny", "--smp-encoder", "re
 
 @pytest.fixture(scope="module")
 def tiny_run(bench, tmp_path_factory):
+    pytest.importorskip("segmentation_models_pytorch")   # the "bench" extra (part of "dev")
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("bench")
     md = out / "BENCHMARKS.md"

@@ -1,0 +1,44 @@
+"""armlib.paths.git_revision: the revision stamp of records and reports."""
+import shutil
+import subprocess
+
+import pytest
+
+from armlib.paths import git_revision
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "index.html").write_text("old\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "init")
+    return tmp_path
+
+
+def test_clean_checkout_short_and_full_hash(repo):
+    full = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert git_revision(repo, short=False) == full
+    short = git_revision(repo)
+    assert full.startswith(short) and len(short) < len(full)
+
+
+def test_rewritten_reference_report_is_not_dirty_but_changed_code_is(repo):
+    """The bug this guards: regenerating reports/quick stamped the fresh reference "+dirty"."""
+    (repo / "reports" / "index.html").write_text("regenerated\n")
+    assert not git_revision(repo).endswith("+dirty")
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_revision(repo).endswith("+dirty")
+
+
+def test_outside_a_checkout_is_none(tmp_path):
+    assert git_revision(tmp_path) is None
