@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from armlib import analysis, experiments, holder, results
-from armlib.paths import REPO_ROOT, atomic_write_text, git_revision, resolve
 from armlib.paths import atomic_write_text, git_revision, resolve
+
 FIGURE_IMAGES = 4          # images painted in Fig. 1 / Fig. 4
 ANALYSIS_IMAGES = 64       # images whose pixels feed the figure statistics
 
