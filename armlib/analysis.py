@@ -5,20 +5,31 @@
 - Fig. 2: correct / mislabelled pixels split by loss and by confidence (:func:`confidence_quadrants`).
 - ARM's learned curve against the Hölder prediction from the measured loss (:func:`holder_prediction`).
 
-Inputs are flat or N×H×W tensors gathered by :func:`collect_pixels` from a trained run.
+Inputs are flat or N×H×W tensors gathered from a trained run by :func:`iterate_predictions`; the finished-run
+access (:func:`load_run`, :func:`evaluate_run`, :func:`iterate_predictions`) sits above the trainer.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
+from armlib.config import TrainConfig, load_config
 from armlib.confidence import normalized_variance
+from armlib.data.loading import build_datasets, class_names, dataset_for, prepare_data
+from armlib.evaluation import evaluate_model
 from armlib.losses import IGNORE_INDEX, cross_entropy_map
+from armlib.paths import resolve
+from armlib.runs import CHECKPOINT
+from armlib.train import ModelFn, build_criterion, build_model_for
 
 LOW_VARIANCE_QUANTILE = 0.05   # Fig. 4 paints "low-variance pixels": we take the lowest 5 % of v
 BOUNDARY_BAND_PX = 2           # a pixel within 2 px of a class change counts as "on a boundary"
@@ -129,3 +140,105 @@ def pixel_statistics(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_
     return {"v": normalized_variance(probs).squeeze(1),
             "loss": cross_entropy_map(logits.float(), target, ignore_index),
             "pred": probs.argmax(1)}
+
+
+# -- finished runs ---------------------------------------------------------------------------------------
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_run(out_dir: str | os.PathLike, *, model_fn: ModelFn | None = None,
+             device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module | None, TrainConfig]:
+    """Reload a run's latest checkpoint: (model in eval mode, ARM / Linear ARM or None, config)."""
+    path = resolve(out_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; expected a run folder written by armlib.train.train")
+    device = _resolve_device(device)
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    num_classes = len(class_names(cfg))
+    model = build_model_for(cfg, num_classes, model_fn).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    criterion = build_criterion(cfg)
+    weight_fn = None
+    if criterion is not None:
+        weight_fn = criterion.weight_fn.to(device)
+        weight_fn.load_state_dict(ckpt["arm"])
+        weight_fn.eval()
+    return model, weight_fn, cfg
+
+
+def evaluate_run(out_dir: str | os.PathLike, scales=None, flip: bool | None = None, window=None, stride=None,
+                 device: str | torch.device = "auto", data_root: str | None = None) -> dict:
+    """Evaluate a finished run on its validation set (its own eval settings unless given): metrics dict."""
+    device = _resolve_device(device)
+    model, _, cfg = load_run(out_dir, device=device)
+    if data_root is not None:
+        cfg = cfg.replace(data_root=str(data_root))
+    _, val_set, num_classes = build_datasets(cfg, prepare_data(cfg))
+    return evaluate_model(model, val_set, num_classes,
+                          scales=cfg.eval_scales if scales is None else tuple(scales),
+                          flip=cfg.eval_flip if flip is None else flip,
+                          window=window if window is not None else cfg.eval_window,
+                          stride=stride if stride is not None else cfg.eval_stride,
+                          device=device, batch_size=cfg.eval_batch_size, amp=cfg.amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def iterate_predictions(out_dir: str | os.PathLike, split: str = "val", limit: int | None = None,
+                        device: str | torch.device = "auto", with_fine: bool = False, data_root: str | None = None
+                        ) -> Iterator[tuple[Tensor, Tensor, Tensor | None, Tensor]]:
+    """Single-scale predictions of a finished run, one image at a time, for analysis notebooks.
+
+    ``split="train"`` reads the training images with the run's training labels (e.g. coarse), without
+    augmentation; ``with_fine`` also yields their fine labels (coarse Cityscapes/synth training sets only).
+
+    Yields:
+        (image 1×3×H×W normalised, target 1×H×W, fine 1×H×W or None, logits 1×C×H×W float32), on the CPU.
+    """
+    from armlib.data import eval_transform
+
+    device = _resolve_device(device)
+    model, _, cfg = load_run(out_dir, device=device)
+    if data_root is not None:
+        cfg = cfg.replace(data_root=str(data_root))
+    root = prepare_data(cfg)
+    fine = with_fine and split == "train" and cfg.dataset != "ade20k" and cfg.annotation == "coarse"
+    dataset = dataset_for(cfg, root, split, transform=eval_transform(), with_fine=fine)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in range(count):
+        item = dataset[index]
+        image = item[0].as_subclass(Tensor).unsqueeze(0)
+        logits = model(image.to(device))
+        logits = (logits["out"] if isinstance(logits, dict) else logits).float().cpu()
+        fine_mask = item[2].as_subclass(Tensor).unsqueeze(0) if fine else None
+        yield image, item[1].as_subclass(Tensor).unsqueeze(0), fine_mask, logits
+
+
+def training_dataset_for_figures(config_path: str | os.PathLike, data_root: str | os.PathLike = "data",
+                                 overrides: list[str] | tuple[str, ...] = ()) -> tuple[Dataset, list[dict]]:
+    """Fig. 1 material: the training set of a config with raw images and both labels, and label statistics.
+
+    Returns:
+        (dataset of (image uint8 3×H×W, coarse mask, fine mask) — or (image, mask) when the training labels
+        are not coarse —, rows of coarse-vs-fine statistics: [{"split", "coverage", "agreement", ...}]).
+    """
+    cfg = load_config(config_path, [f"data_root={data_root}", *overrides])
+    root = prepare_data(cfg)
+    coarse = cfg.dataset != "ade20k" and cfg.annotation == "coarse"
+    dataset = dataset_for(cfg, root, "train", with_fine=coarse)
+    rows: list[dict] = []
+    marker = root / "stats.json"
+    if cfg.dataset == "synth" and marker.exists():
+        stats = json.loads(marker.read_text()).get("stats", {})
+        rows = [{"split": split, **values} for split, values in stats.items()]
+    elif coarse:
+        from armlib.data import cityscapes_coarse_stats
+
+        rows = [{"split": "train", **cityscapes_coarse_stats(root)}]
+    return dataset, rows
+

@@ -278,7 +278,7 @@ def run_config(r: Run, scale: Scale, data_root="data"):
 
 def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
     """Generate each synthetic dataset once, before parallel runs could race to create it."""
-    from armlib.train import prepare_data
+    from armlib.data.loading import prepare_data
 
     seen = set()
     for r in runs:

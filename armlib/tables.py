@@ -61,7 +61,7 @@ def hardware() -> str:
         return f"{torch.cuda.get_device_name(0)} ×{torch.cuda.device_count()}"
     import os
 
-    from armlib.train import cpu_name
+    from armlib.runs import cpu_name
 
     return f"CPU {cpu_name()}, {os.cpu_count()} cores"
 
@@ -182,7 +182,7 @@ def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataF
 
 def tta_metrics(run: experiments.Run, scale: experiments.Scale, device="auto") -> dict:
     """Multi-scale + flip evaluation of a finished run, cached in ``<run>/tta.json``."""
-    from armlib.train import evaluate_run
+    from armlib.analysis import evaluate_run
 
     cache = run.out / "tta.json"
     key = {"scales": list(scale.tta_scales), "flip": True}
@@ -236,7 +236,7 @@ def _ensure(run: experiments.Run, sc, data_root, device, jobs=None):
 
 def _pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fine: bool = False):
     """Per-pixel v, CE loss, prediction and labels of a trained run on ``n_images`` of a split."""
-    from armlib.train import iterate_predictions
+    from armlib.analysis import iterate_predictions
 
     out = {"v": [], "loss": [], "pred": [], "target": [], "fine": [], "image": []}
     for image, target, fine, logits in iterate_predictions(run.out, split=split, limit=n_images, device=device,
@@ -390,7 +390,7 @@ def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_d
 def data_overview(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",
                   jobs=None) -> tuple[dict, list[dict]]:
     """Fig. 1: fine and coarse labels of a few training images, and the coarse-label statistics."""
-    from armlib.train import training_dataset_for_figures
+    from armlib.analysis import training_dataset_for_figures
 
     sc = experiments.get_scale(scale)
     base = experiments.row()

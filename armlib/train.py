@@ -43,153 +43,59 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
-import itertools
 import json
 import math
 import os
-import platform
 import random
-import resource
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
 from armlib.arm import ARM, ARMLoss, LinearARM, adversarial_sgd
 from armlib.config import RUNTIME_ONLY, TrainConfig, load_config
 from armlib.confidence import uncertainty_indicator
+from armlib.data.loading import (AugmentedDataset, ResumableSampler, batches, build_datasets, class_names,
+                                 prepare_data)
 from armlib.evaluation import evaluate_model
 from armlib.fused import FusedARMLoss
 from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
                            mean_over_valid, ohem_cross_entropy)
 from armlib.paths import atomic_write_text, git_revision, resolve
+from armlib.runs import (CHECKPOINT, CURVES, LOG, RECORD, _CsvLog, _json_safe, _peak_memory, _truncate_csv,
+                         atomic_torch_save, cpu_name, versions)
 from armlib.schedule import paper_lr
 
-__all__ = ["train", "compute_loss", "build_criterion", "prepare_data", "build_datasets", "load_run",
-           "evaluate_run", "iterate_predictions", "training_dataset_for_figures", "add_arguments", "run",
-           "CHECKPOINT", "RECORD", "LOG", "CURVES"]
+__all__ = ["train", "train_one_step", "compute_loss", "build_criterion", "build_model_for", "add_arguments", "run"]
 
-CHECKPOINT, RECORD, LOG, CURVES = "checkpoint.pt", "record.json", "log.csv", "curves.csv"
-LOG_COLUMNS = ("iteration", "loss", "lr", "img_per_s", "w_high", "w_low", "frac_high")
+# w_high / w_low / frac_high: weight_statistics; arm_grad_norm / v_std: train_one_step (ARM can learn?)
+LOG_COLUMNS = ("iteration", "loss", "lr", "img_per_s", "w_high", "w_low", "frac_high", "arm_grad_norm", "v_std")
 CURVE_POINTS = 101
 ModelFn = Callable[[TrainConfig, int], nn.Module]
 
 
-# -- data ------------------------------------------------------------------------------------------------
-
-def synthetic_root(cfg: TrainConfig) -> Path:
-    """Folder of the synthetic set of ``cfg``: one per generator setting under ``data_root``, so runs with
-    different settings (e.g. the noise sweep) never regenerate each other's data."""
-    h, w = cfg.synth_size
-    return (resolve(cfg.data_root)
-            / f"synth_s{cfg.synth_seed}_n{cfg.synth_n_train}-{cfg.synth_n_val}_{h}x{w}_noise{cfg.synth_noise:g}")
 
 
-def prepare_data(cfg: TrainConfig) -> Path:
-    """The dataset root of ``cfg``; a synthetic set is generated there first when missing (reused otherwise)."""
-    if cfg.dataset != "synth":
-        return resolve(cfg.data_root)
-    from armlib.data import ensure_synthetic
-
-    return ensure_synthetic(synthetic_root(cfg), seed=cfg.synth_seed, n_train=cfg.synth_n_train,
-                            n_val=cfg.synth_n_val, noise=cfg.synth_noise, size=cfg.synth_size)
 
 
-def _dataset(cfg: TrainConfig, root: Path, split: str, transform=None, with_fine: bool = False) -> Dataset:
-    """The reader of ``cfg.dataset`` for split "train" or "val" (missing folders raise, naming the layout)."""
-    from armlib.data import ADE20K, Cityscapes
-
-    if cfg.dataset == "ade20k":
-        return ADE20K(root, "training" if split == "train" else "validation", transform=transform)
-    return Cityscapes(root, split, cfg.annotation, transform=transform, with_fine=with_fine)
 
 
-def class_names(cfg: TrainConfig) -> list[str]:
-    """Names of the evaluated classes (ADE20K's reader has no names: "class_0" … "class_149")."""
-    if cfg.dataset == "ade20k":
-        from armlib.data import ADE20K_NUM_CLASSES
-
-        return [f"class_{i}" for i in range(ADE20K_NUM_CLASSES)]
-    from armlib.data import CITYSCAPES_CLASSES
-
-    return list(CITYSCAPES_CLASSES)
 
 
-def build_datasets(cfg: TrainConfig, root: Path) -> tuple[Dataset, Dataset, int]:
-    """(train set without transform, val set with ``eval_transform``, number of classes)."""
-    from armlib.data import eval_transform
-
-    train_set = _dataset(cfg, root, "train")
-    val_set = _dataset(cfg, root, "val", transform=eval_transform())
-    return train_set, val_set, len(class_names(cfg))
 
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class AugmentedDataset(Dataset):
-    """Training view of a dataset whose augmentation is a function of (seed, epoch, index).
-
-    Keys are ``(index, epoch)`` pairs (from :class:`ResumableSampler`); the transform runs under torch's
-    generator seeded with :func:`_sample_seed`, inside ``fork_rng`` so the caller's stream is untouched.
-    Items: (image float32 3×H×W, mask int64 H×W).
-    """
-
-    def __init__(self, base: Dataset, transform: Callable, seed: int):
-        self.base, self.transform, self.seed = base, transform, seed
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        index, epoch = key
-        item = self.base[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
-            image, mask = self.transform(item[0], item[1])[:2]
-        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
 
 
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler(shuffle=True, drop_last=True)`` that can start mid-epoch; yields (index, epoch).
-
-    Epoch e's order is ``randperm(n, seed + e)`` cut to a multiple of R, rank r taking items r, r + R, …
-    (DistributedSampler's own order); with R = 1 it is a seeded random sampler.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.start = 0
-
-    def set_position(self, epoch: int, start: int) -> None:
-        self.set_epoch(epoch)
-        self.start = start
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in itertools.islice(super().__iter__(), self.start, None):
-            yield index, self.epoch
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
 
 
-def _batches(loader: DataLoader, sampler: ResumableSampler, start_iteration: int, per_rank: int,
-             per_epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Infinite iterator over ``loader`` from global iteration ``start_iteration`` on (data order position)."""
-    epoch, batch = divmod(start_iteration, per_epoch)
-    while True:
-        sampler.set_position(epoch, batch * per_rank)
-        yield from loader
-        epoch, batch = epoch + 1, 0
 
 
 # -- loss ------------------------------------------------------------------------------------------------
@@ -208,6 +114,15 @@ def build_criterion(cfg: TrainConfig) -> ARMLoss | None:
     # The fused path has ARMLoss's exact semantics (tests/test_fused.py) and reads the logits once for CE and
     # the variance; it falls back to the reference path itself for other indicators and detach=False.
     return FusedARMLoss(weight_fn, p=cfg.norm_p, indicator=cfg.indicator, detach=cfg.detach)
+
+
+def initial_curve(cfg: TrainConfig, points: int = CURVE_POINTS) -> Tensor:
+    """ARM's (or Linear ARM's) W(v) at initialisation on ``points`` values of v over [−1, 1]: the curve every
+    learned one is compared with ("did ARM move?"). Rebuilt from the seed, so a resumed run gets it too."""
+    criterion = build_criterion(cfg)
+    if criterion is None:
+        raise ValueError(f"reweight={cfg.reweight!r} has no weight curve")
+    return criterion.weight_fn.curve(points)[1]
 
 
 def compute_loss(outputs: dict[str, Tensor], target: Tensor, cfg: TrainConfig, criterion: ARMLoss | None = None,
@@ -277,6 +192,51 @@ def weight_statistics(weights: Tensor, v: Tensor, target: Tensor) -> tuple[float
     return mean(high), mean(low), float(high.sum() / n.clamp_min(1))
 
 
+def train_one_step(model: nn.Module, criterion: ARMLoss | None, optimizer: torch.optim.Optimizer, images: Tensor,
+                   target: Tensor, cfg: TrainConfig, *, autocast=contextlib.nullcontext(), isolated: bool = False,
+                   validate: bool = False, arm_params: list[nn.Parameter] = (), world: int = 1
+                   ) -> tuple[Tensor, dict[str, float | Tensor]]:
+    """One SGD step of the model and, in the same optimiser, of ARM (which maximises; :func:`adversarial_sgd`).
+
+    Args:
+        model: returns {"out" N×C×H×W, ["aux"], ["log_s"]} (DDP-wrapped under torchrun).
+        criterion: :func:`build_criterion`'s loss, or None for the plain mean.
+        images: N×3×H×W float; target: N×H×W int64, 255 = ignore.
+        isolated: the isolated phase (model sees the plain mean, ARM already learns; §4.2).
+        validate: check shapes and labels (the trainer does it on a session's first step).
+        arm_params: ARM's parameters; their gradients are averaged over ranks (ARM is not DDP-wrapped).
+
+    Returns:
+        (loss, parts): the detached loss, and :func:`compute_loss`'s parts plus, for ARM, ``arm_grad_norm``
+        (L2 norm of ARM's gradient, after the rank average) and ``v_std`` (spread of ARM's input over the
+        batch's valid pixels): the two numbers that show whether ARM can learn at all.
+
+    Raises:
+        FloatingPointError: the loss (or the model's output) is not finite; nothing was updated.
+    """
+    with autocast:
+        outputs = model(images)
+    try:
+        loss, parts = compute_loss(outputs, target, cfg, criterion, isolated=isolated, validate=validate)
+    except ValueError:
+        if all(torch.isfinite(t).all() for t in outputs.values()):
+            raise
+        loss = torch.tensor(float("nan"), device=images.device)  # a diverged model: non-finite outputs
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss ({loss.item()})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if world > 1 and arm_params:
+        _average_gradients(list(arm_params), world)
+    if arm_params and any(p.grad is not None for p in arm_params):
+        parts["arm_grad_norm"] = float(torch.linalg.vector_norm(
+            torch.cat([p.grad.reshape(-1) for p in arm_params if p.grad is not None])))
+        valid = target != IGNORE_INDEX
+        parts["v_std"] = float(parts["v"][valid].float().std()) if "v" in parts and valid.sum() > 1 else math.nan
+    optimizer.step()
+    return loss.detach(), parts
+
+
 # -- runtime helpers -------------------------------------------------------------------------------------
 
 def _distributed() -> tuple[int, int, int, bool]:
@@ -327,94 +287,24 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a crash or a failed
-    write leaves the previous file intact and no partial file under ``path``'s name."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # strict JSON has no NaN: an absent class's IoU is null
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def _peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)),
-                "peak_memory_kind": "cuda_max_allocated"}
-    # ru_maxrss is in KiB on Linux, bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"peak_memory_bytes": int(rss), "peak_memory_kind": "cpu_max_rss"}
 
 
-def _truncate_csv(path: Path, last_iteration: int) -> None:
-    """Drop rows logged after ``last_iteration`` (written before a crash, redone after resume)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_iteration]
-    if len(kept) != len(rows):
-        buffer = io.StringIO()
-        csv.writer(buffer).writerows(kept)
-        atomic_write_text(path, buffer.getvalue())
 
 
-class _CsvLog:
-    """Append-only CSV on rank 0 (header on creation; flushed each row so a crash loses nothing logged)."""
-
-    def __init__(self, path: Path, columns: tuple[str, ...], enabled: bool):
-        self.file = None
-        if enabled:
-            new = not path.exists() or path.stat().st_size == 0
-            self.file = open(path, "a", newline="")
-            self.writer = csv.writer(self.file)
-            if new:
-                self.writer.writerow(columns)
-
-    def write(self, rows) -> None:
-        if self.file is not None:
-            self.writer.writerows(rows)
-            self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 def _fmt(x: float) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
 
 
-def _build_model(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None) -> nn.Module:
+def build_model_for(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None = None) -> nn.Module:
+    """The segmentation model of ``cfg`` (``model_fn(cfg, num_classes)`` when given: tests use stand-ins)."""
     if model_fn is not None:
         return model_fn(cfg, num_classes)
     from armlib.models import build_model
@@ -498,7 +388,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
 
     # model, ARM, optimiser: model from `seed`, ARM from `seed + 1`, then the training stream
     _seed_all(cfg.seed)
-    model = _build_model(cfg, num_classes, model_fn).to(device)
+    model = build_model_for(cfg, num_classes, model_fn).to(device)
     criterion = build_criterion(cfg)
     weight_fn = criterion.weight_fn.to(device) if criterion is not None else None
     arm_params = list(weight_fn.parameters()) if weight_fn is not None else []
@@ -557,7 +447,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and device.type == "cuda"
                 else contextlib.nullcontext())
     isolated_until = cfg.isolated_fraction * total
-    batches = _batches(loader, sampler, start_it, per_rank, per_epoch)
+    stream = batches(loader, sampler, start_it, per_rank, per_epoch)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=start_it, desc=out_dir.name, unit="it", dynamic_ncols=True,
@@ -569,31 +459,21 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
     it = start_it
     try:
         for it in range(start_it, total):
-            images, target = next(batches)
+            images, target = next(stream)
             images = images.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             if device.type == "cuda" and cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                outputs = net(images)
+            lr = optimizer.param_groups[0]["lr"]  # the lr of this step (logged)
             try:
-                loss, parts = compute_loss(outputs, target, cfg, criterion, isolated=it < isolated_until,
-                                           validate=it == start_it)
-            except ValueError:
-                if all(torch.isfinite(t).all() for t in outputs.values()):
-                    raise
-                loss = torch.tensor(float("nan"), device=device)  # diverged model: non-finite outputs
-            if not torch.isfinite(loss):
+                loss, parts = train_one_step(net, criterion, optimizer, images, target, cfg, autocast=autocast,
+                                             isolated=it < isolated_until, validate=it == start_it,
+                                             arm_params=arm_params, world=world)
+            except FloatingPointError as exc:
                 where = (f"{last_good[0]} (iteration {last_good[1]})" if last_good is not None
                          else "none (no checkpoint written yet)")
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at iteration {it + 1} of {total}; "
-                                         f"the last good checkpoint is {where}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1 and arm_params:
-                _average_gradients(arm_params, world)
-            lr = optimizer.param_groups[0]["lr"]  # the lr of this step (logged)
-            optimizer.step()
+                raise FloatingPointError(f"{exc} at iteration {it + 1} of {total}; "
+                                         f"the last good checkpoint is {where}") from None
             scheduler.step()
             window_losses.append(loss.detach())
             done = it + 1
@@ -608,7 +488,8 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
                 session_images += steps * cfg.batch_size
                 stats = ((math.nan,) * 3 if "weights" not in parts
                          else weight_statistics(parts["weights"], parts["v"], target))
-                log.write([(done, _fmt(losses), _fmt(lr), _fmt(speed), *(_fmt(s) for s in stats))])
+                arm_stats = (parts.get("arm_grad_norm", math.nan), parts.get("v_std", math.nan))
+                log.write([(done, _fmt(losses), _fmt(lr), _fmt(speed), *(_fmt(s) for s in stats + arm_stats))])
                 bar.set_postfix(loss=f"{losses:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
                 window_losses.clear()
                 window_start, window_it = time.perf_counter(), done
@@ -656,8 +537,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
         "config": cfg.to_dict(),
         "seed": cfg.seed,
         "git_revision": git_revision(short=False),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
+        "versions": versions(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
@@ -680,6 +560,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
     if weight_fn is not None:
         v, w = weight_fn.curve(CURVE_POINTS)
         record["arm_curve"] = {"v": v.tolist(), "w": w.tolist()}
+        record["arm_curve_init"] = {"v": v.tolist(), "w": initial_curve(cfg).tolist()}
     if is_main:
         record["final_loss"] = _last_logged_loss(out_dir / LOG)  # mean loss of the last log window
         atomic_write_text(out_dir / RECORD, json.dumps(_json_safe(record), indent=1))
@@ -754,107 +635,6 @@ def _checkpoint(path, cfg, model, weight_fn, optimizer, scheduler, iteration, hi
         atomic_torch_save(state, path)
     if world > 1:
         dist.barrier()
-
-
-# -- finished runs ---------------------------------------------------------------------------------------
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_run(out_dir: str | os.PathLike, *, model_fn: ModelFn | None = None,
-             device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module | None, TrainConfig]:
-    """Reload a run's latest checkpoint: (model in eval mode, ARM / Linear ARM or None, config)."""
-    path = resolve(out_dir) / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; expected a run folder written by armlib.train.train")
-    device = _resolve_device(device)
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    num_classes = len(class_names(cfg))
-    model = _build_model(cfg, num_classes, model_fn).to(device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    criterion = build_criterion(cfg)
-    weight_fn = None
-    if criterion is not None:
-        weight_fn = criterion.weight_fn.to(device)
-        weight_fn.load_state_dict(ckpt["arm"])
-        weight_fn.eval()
-    return model, weight_fn, cfg
-
-
-def evaluate_run(out_dir: str | os.PathLike, scales=None, flip: bool | None = None, window=None, stride=None,
-                 device: str | torch.device = "auto", data_root: str | None = None) -> dict:
-    """Evaluate a finished run on its validation set (its own eval settings unless given): metrics dict."""
-    device = _resolve_device(device)
-    model, _, cfg = load_run(out_dir, device=device)
-    if data_root is not None:
-        cfg = cfg.replace(data_root=str(data_root))
-    _, val_set, num_classes = build_datasets(cfg, prepare_data(cfg))
-    return evaluate_model(model, val_set, num_classes,
-                          scales=cfg.eval_scales if scales is None else tuple(scales),
-                          flip=cfg.eval_flip if flip is None else flip,
-                          window=window if window is not None else cfg.eval_window,
-                          stride=stride if stride is not None else cfg.eval_stride,
-                          device=device, batch_size=cfg.eval_batch_size, amp=cfg.amp and device.type == "cuda")
-
-
-@torch.no_grad()
-def iterate_predictions(out_dir: str | os.PathLike, split: str = "val", limit: int | None = None,
-                        device: str | torch.device = "auto", with_fine: bool = False, data_root: str | None = None
-                        ) -> Iterator[tuple[Tensor, Tensor, Tensor | None, Tensor]]:
-    """Single-scale predictions of a finished run, one image at a time, for analysis notebooks.
-
-    ``split="train"`` reads the training images with the run's training labels (e.g. coarse), without
-    augmentation; ``with_fine`` also yields their fine labels (coarse Cityscapes/synth training sets only).
-
-    Yields:
-        (image 1×3×H×W normalised, target 1×H×W, fine 1×H×W or None, logits 1×C×H×W float32), on the CPU.
-    """
-    from armlib.data import eval_transform
-
-    device = _resolve_device(device)
-    model, _, cfg = load_run(out_dir, device=device)
-    if data_root is not None:
-        cfg = cfg.replace(data_root=str(data_root))
-    root = prepare_data(cfg)
-    fine = with_fine and split == "train" and cfg.dataset != "ade20k" and cfg.annotation == "coarse"
-    dataset = _dataset(cfg, root, split, transform=eval_transform(), with_fine=fine)
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    for index in range(count):
-        item = dataset[index]
-        image = item[0].as_subclass(Tensor).unsqueeze(0)
-        logits = model(image.to(device))
-        logits = (logits["out"] if isinstance(logits, dict) else logits).float().cpu()
-        fine_mask = item[2].as_subclass(Tensor).unsqueeze(0) if fine else None
-        yield image, item[1].as_subclass(Tensor).unsqueeze(0), fine_mask, logits
-
-
-def training_dataset_for_figures(config_path: str | os.PathLike, data_root: str | os.PathLike = "data",
-                                 overrides: list[str] | tuple[str, ...] = ()) -> tuple[Dataset, list[dict]]:
-    """Fig. 1 material: the training set of a config with raw images and both labels, and label statistics.
-
-    Returns:
-        (dataset of (image uint8 3×H×W, coarse mask, fine mask) — or (image, mask) when the training labels
-        are not coarse —, rows of coarse-vs-fine statistics: [{"split", "coverage", "agreement", ...}]).
-    """
-    cfg = load_config(config_path, [f"data_root={data_root}", *overrides])
-    root = prepare_data(cfg)
-    coarse = cfg.dataset != "ade20k" and cfg.annotation == "coarse"
-    dataset = _dataset(cfg, root, "train", with_fine=coarse)
-    rows: list[dict] = []
-    marker = root / "stats.json"
-    if cfg.dataset == "synth" and marker.exists():
-        stats = json.loads(marker.read_text()).get("stats", {})
-        rows = [{"split": split, **values} for split, values in stats.items()]
-    elif coarse:
-        from armlib.data import cityscapes_coarse_stats
-
-        rows = [{"split": "train", **cityscapes_coarse_stats(root)}]
-    return dataset, rows
 
 
 # -- command line ----------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from armlib.arm import ARMLoss, adversarial_sgd
 from armlib.fused import FusedARMLoss
 from armlib.losses import IGNORE_INDEX
 from armlib.models import AUX_LOSS_WEIGHT, build_model
-from armlib.train import cpu_name
+from armlib.runs import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"

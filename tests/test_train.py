@@ -15,8 +15,10 @@ from armlib.cli import main as cli_main
 from armlib.config import TrainConfig, load_config
 from armlib.losses import cross_entropy_map, gce_map, mean_over_valid
 from armlib.paths import CONFIG_DIR
-from armlib.train import (CHECKPOINT, build_criterion, compute_loss, evaluate_run, iterate_predictions, load_run,
-                          prepare_data, train)
+from armlib.analysis import evaluate_run, iterate_predictions, load_run
+from armlib.data.loading import prepare_data
+from armlib.runs import CHECKPOINT
+from armlib.train import build_criterion, compute_loss, train
 
 C = 19
 
@@ -196,7 +198,7 @@ def test_short_run_learns_and_writes_its_record(data_root, tmp_path):
     assert [int(r["iteration"]) for r in log] == [4, 8, 12, 16, 20]
     assert losses[-1] < losses[0] - 0.3
     on_disk = json.loads((tmp_path / "run" / "record.json").read_text())
-    for key in ("config", "seed", "git_revision", "torch_version", "cuda_version", "device_name", "world_size",
+    for key in ("config", "seed", "git_revision", "versions", "device_name", "world_size",
                 "wall_time_s", "train_img_per_s", "peak_memory_bytes", "metrics", "metrics_tta", "IoU",
                 "class_names", "arm_curve"):
         assert key in on_disk, key

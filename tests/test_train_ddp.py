@@ -31,7 +31,9 @@ from torch import nn
 
 from armlib.config import load_config
 from armlib.paths import CONFIG_DIR
-from armlib.train import CHECKPOINT, build_criterion, prepare_data, train
+from armlib.data.loading import prepare_data
+from armlib.runs import CHECKPOINT
+from armlib.train import build_criterion, train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform != "linux",
                                 reason="needs torch.distributed with gloo (Linux)")
