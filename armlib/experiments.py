@@ -1,8 +1,8 @@
-"""Named experiment grids: which training runs each table needs, at each scale, and running them.
+"""Planning and running the training runs of the report's sections (the grid itself is :mod:`armlib.sections`).
 
-A table row is a set of config overrides on top of the scale's base config (``configs/<scale>.yaml``).
-Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in
-Tables 1–5) resolve to the same run directory, so it is trained once per seed and shared.
+A table row is a set of config overrides on top of the scale's base config (``configs/<scale>.yaml``); its runs
+live in a folder named by content (:func:`experiment_id`), so rows that mean the same experiment in several
+tables share their runs, and a changed config or trainer trains anew instead of reusing a stale record.
 
 Runs are separate ``armlib train`` processes (isolated threads, memory and CUDA context), several at
 once where the hardware allows, and a run whose ``record.json`` exists is skipped: an interrupted
@@ -23,134 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from armlib.paths import CONFIG_DIR, REPO_ROOT, atomic_write_text, resolve
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How big a reproduction is. ``models`` maps the paper's roles to registry names (None: not run)."""
-
-    name: str
-    config: str                      # base config file name in configs/
-    seeds: tuple[int, ...]           # one run per seed for every row
-    jobs: int                        # runs at once (processes)
-    threads: int | None              # torch threads per run (None: leave the default)
-    models: dict = field(default_factory=dict)   # role ("r50", "r101", "ocr") -> model name
-    noise_levels: tuple[float, ...] = ()         # synthetic coarse-label noise sweep
-    tta_scales: tuple[float, ...] = (0.75, 1.0, 1.25)
-    dataset: str = "synth"           # "synth" or "cityscapes" (then ADE20K rows run too when present)
-    dataset_configs: dict = field(default_factory=dict)  # dataset -> its own base config (else ``config``)
-
-    def config_for(self, spec: dict) -> Path:
-        """The base config file of one experiment (ADE20K has its own crop size and T at paper scale)."""
-        return CONFIG_DIR / self.dataset_configs.get(spec.get("dataset", self.dataset), self.config)
-
-
-SCALES = {
-    "smoke": Scale("smoke", "smoke.yaml", seeds=(0,), jobs=2, threads=1,
-                   models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
-                   noise_levels=(0.0, 1.0), tta_scales=(0.75, 1.0)),
-    "quick": Scale("quick", "quick.yaml", seeds=(0, 1, 2), jobs=2, threads=1,
-                   models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
-                   noise_levels=(0.0, 0.5, 1.0)),
-    "gpu": Scale("gpu", "gpu.yaml", seeds=(0, 1, 2), jobs=4, threads=4,
-                 models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
-                 noise_levels=(0.0, 0.5, 1.0)),
-    "paper": Scale("paper", "paper_cityscapes_coarse.yaml", seeds=(0,), jobs=1, threads=None,
-                   models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
-                   tta_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), dataset="cityscapes",
-                   dataset_configs={"ade20k": "paper_ade20k.yaml"}),
-}
-
-
-def get_scale(name: str) -> Scale:
-    if name not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {name!r}")
-    return SCALES[name]
-
-
-# The experiment-defining keys, with the value every row has unless it says otherwise.
-ROW_DEFAULTS = {"annotation": "coarse", "loss": "ce", "reweight": "none", "norm_p": 2.0, "indicator": "var",
-                "detach": True, "linear_k": -0.5, "model": "r101"}
-
-
-def row(**changes) -> dict:
-    unknown = set(changes) - set(ROW_DEFAULTS) - {"synth_noise", "dataset"}
-    if unknown:
-        raise ValueError(f"unknown experiment keys {sorted(unknown)}")
-    return {**ROW_DEFAULTS, **changes}
-
-
-ARM = {"reweight": "arm"}
-LINEAR = {"reweight": "linear"}
-
-TABLES: dict[str, dict[str, dict]] = {
-    "table1": {
-        "base": row(),
-        "linear_nodetach": row(**LINEAR, detach=False),
-        "linear_detach": row(**LINEAR),
-        "linear_focusing": row(**LINEAR, linear_k=0.5),
-    },
-    "table2": {
-        "base": row(),
-        "norm_l1": row(**ARM, norm_p=1.0),
-        "norm_l2": row(**ARM),
-        "norm_l3": row(**ARM, norm_p=3.0),
-        "input_var": row(**ARM),
-        "input_std": row(**ARM, indicator="std"),
-        "input_logvar": row(**ARM, indicator="logvar"),
-        "input_entropy": row(**ARM, indicator="entropy"),
-    },
-    "table3": {
-        **{f"{a}_{m}_{v}": row(annotation=a, model=m, **(ARM if v == "arm" else {}))
-           for a in ("coarse", "fine") for m in ("r50", "r101") for v in ("base", "arm")},
-        **{f"{a}_{h}_{v}": row(annotation=a, model="r101" if h == "dlv3p" else "ocr", **(ARM if v == "arm" else {}))
-           for a in ("coarse", "fine") for h in ("dlv3p", "ocr") for v in ("base", "arm")},
-    },
-    "table4": {
-        "kl": row(loss="kl"), "ce": row(), "gce": row(loss="gce"),
-        "kl_arm": row(loss="kl", **ARM), "ce_arm": row(**ARM), "gce_arm": row(loss="gce", **ARM),
-    },
-    "table5": {
-        **{f"{a}_{m}": row(annotation=a, **({"loss": "ohem"} if m == "ohem" else ARM if m == "arm" else {}))
-           for a in ("fine", "coarse") for m in ("base", "ohem", "arm")},
-        **{f"ade_{m}": row(dataset="ade20k", annotation="fine",
-                           **({"loss": "ohem"} if m == "ohem" else ARM if m == "arm" else {}))
-           for m in ("base", "ohem", "arm")},
-    },
-}
-
-# Table 6: the TTA-evaluated rows, one training run per (method, annotation).
-TABLE6_METHODS = {"base": {}, "ohem": {"loss": "ohem"}, "linear_arm": LINEAR, "arm": ARM}
-TABLE6_COLUMNS = {"fine": {"annotation": "fine"}, "coarse": {"annotation": "coarse"},
-                  "ade20k": {"dataset": "ade20k", "annotation": "fine"}}
-NOISE_METHODS = {"base": {}, "linear_arm": LINEAR, "arm": ARM}
-
-
-def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
-    """{row: experiment dict} of a table that can run at this scale (model roles resolved; ADE20K rows
-    only for real-data scales with ``<data_root>/ade20k`` present)."""
-    if table == "table6":
-        rows = {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
-    elif table == "noise_sweep":
-        from armlib.config import load_config
-
-        # The scale's own noise level is the other tables' data set: leave it implicit so those runs are shared.
-        default = load_config(CONFIG_DIR / scale.config).synth_noise
-        rows = {f"{m}@{noise:g}": row(**mk, **({} if noise == default else {"synth_noise": noise}))
-                for noise in scale.noise_levels for m, mk in NOISE_METHODS.items()}
-    elif table in TABLES:
-        rows = TABLES[table]
-    else:
-        raise ValueError(f"table must be one of {sorted(TABLES) + ['table6', 'noise_sweep']}, got {table!r}")
-    out = {}
-    for name, spec in rows.items():
-        model = scale.models.get(spec["model"], spec["model"])
-        needs_ade = spec.get("dataset") == "ade20k"
-        if model is None or (needs_ade and (scale.dataset == "synth" or not (resolve(data_root) / "ade20k").is_dir())):
-            continue   # not runnable at this scale (the report says so)
-        out[name] = {**spec, "model": model}
-    return out
+from armlib.paths import REPO_ROOT, atomic_write_text, resolve
+from armlib.runs import RECORD, run_key
+from armlib.sections import ROW_DEFAULTS, Scale, get_scale, get_section, table_rows
 
 
 def overrides(spec: dict, scale: Scale, data_root) -> dict:
@@ -167,30 +42,58 @@ def overrides(spec: dict, scale: Scale, data_root) -> dict:
     return o
 
 
-def run_name(spec: dict, seed: int) -> str:
-    """Readable, canonical directory name: the keys that differ from ROW_DEFAULTS, then the seed."""
+def experiment_id(spec: dict, scale: Scale, data_root="data") -> str:
+    """A row's experiment, named by content: the keys that differ from ROW_DEFAULTS (readable), then
+    :func:`armlib.runs.run_key` of its resolved config without the seed.
+
+    Two rows of different tables with the same resolved config share the id, so their runs are trained once
+    and their comparisons count once; a changed config file, override or training code gives a new id, so a
+    stale run is never reused.
+    """
     parts = [f"{k}-{v}" for k, v in sorted(spec.items()) if ROW_DEFAULTS.get(k, object()) != v and k != "model"]
     parts.insert(0, str(spec["model"]))
-    return "_".join(p.replace("/", "-") for p in parts) + f"_s{seed}"
+    readable = "_".join(p.replace("/", "-") for p in parts)
+    config = run_config(Run("", 0, spec, Path()), scale, data_root).to_dict()
+    return f"{readable}-{run_key({**config, 'seed': None})}"
 
 
 @dataclass
 class Run:
+    """One training run: a table row at one seed, trained into ``out`` (``<runs_dir>/<scale>/<experiment>_s<seed>``)."""
+
     row: str
     seed: int
     spec: dict
     out: Path
+    experiment: str = ""   # :func:`experiment_id`: the same for every seed of a row
 
     @property
     def record_path(self) -> Path:
-        return self.out / "record.json"
+        return self.out / RECORD
 
 
-def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None, data_root="data") -> list[Run]:
-    seeds = scale.seeds if seeds is None else tuple(seeds)
+def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None, data_root="data",
+         rows: tuple[str, ...] | None = None, first_seed_only: bool = False) -> list[Run]:
+    """The runs of a table's rows (all, or ``rows``) at the seeds each row runs with (:meth:`Scale.seeds_for`)."""
     root = resolve(runs_dir) / scale.name
-    return [Run(name, seed, spec, root / run_name(spec, seed))
-            for name, spec in table_rows(table, scale, data_root).items() for seed in seeds]
+    out = []
+    for name, spec in table_rows(table, scale, data_root).items():
+        if rows is not None and name not in rows:
+            continue
+        experiment = experiment_id(spec, scale, data_root)
+        row_seeds = scale.seeds_for(name, table, seeds)
+        for seed in row_seeds[:1] if first_seed_only else row_seeds:
+            out.append(Run(name, seed, spec, root / f"{experiment}_s{seed}", experiment))
+    return out
+
+
+def plan_sections(keys, scale: Scale, runs_dir: str | Path = "runs", seeds=None, data_root="data") -> list[Run]:
+    """Every run the given report sections need (:attr:`armlib.sections.Section.needs`), each once."""
+    runs = []
+    for key in keys:
+        for need in get_section(key).needs:
+            runs += plan(need.table, scale, runs_dir, seeds, data_root, need.rows, need.first_seed_only)
+    return list({str(r.out): r for r in runs}.values())
 
 
 def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path = "runs",
@@ -290,11 +193,11 @@ def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
 
 
 def collect(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: row, seed, aAcc, mAcc, mIoU, status, run_dir (records must exist)."""
+    """One row per run: row, seed, aAcc, mAcc, mIoU, status, experiment, run_dir (records must exist)."""
     rows = []
     for r in runs:
         rec = json.loads(r.record_path.read_text())
         m = rec.get("metrics", rec)
         rows.append({"row": r.row, "seed": r.seed, **{k: m.get(k, math.nan) for k in ("aAcc", "mAcc", "mIoU")},
-                     "status": rec.get("status", "ok"), "run_dir": str(r.out)})
+                     "status": rec.get("status", "ok"), "experiment": r.experiment, "run_dir": str(r.out)})
     return pd.DataFrame(rows)

@@ -15,9 +15,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
-from armlib.report import SECTIONS
+from armlib.sections import SECTION_KEYS
 
-NOTEBOOKS = [key for key, _, _ in SECTIONS]            # notebooks/<key>.ipynb, in report order
+NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
 GOLDEN_PARAMETERS = {"scale": "smoke", "out_dir": "reports/smoke", "runs_dir": "runs/nbval", "device": "cpu"}
 

@@ -1,0 +1,361 @@
+"""The one manifest: every report section, the runs it needs per scale, its claims and their family.
+
+Reading order: :class:`Scale` (how big a reproduction is), the experiment grid (:data:`TABLES`: a row is a set of
+config overrides on the scale's base config), :class:`Claim` (what the paper asserts between two rows), and
+:data:`SECTIONS` (per report section its notebook, heading, the paper's statement, the runs it needs and its
+claims). ``armlib reproduce``, the run planner (:mod:`armlib.experiments`), the claims (:mod:`armlib.stats`) and
+the report (:mod:`armlib.report`) all derive from here: adding a section is one :class:`Section` entry plus
+``notebooks/<key>.ipynb``.
+
+Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in Tables 1–5)
+resolve to the same run, so it is trained once per seed and shared, and a claim that several tables repeat is
+one distinct comparison (:func:`armlib.stats.evaluate_claims` counts it once).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from armlib.paths import CONFIG_DIR, resolve
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a reproduction is. ``models`` maps the paper's roles to registry names (None: not run)."""
+
+    name: str
+    config: str                      # base config file name in configs/
+    seeds: tuple[int, ...]           # one run per seed for every row
+    jobs: int                        # runs at once (processes)
+    threads: int | None              # torch threads per run (None: leave the default)
+    models: dict = field(default_factory=dict)   # role ("r50", "r101", "ocr") -> model name
+    noise_levels: tuple[float, ...] = ()         # synthetic coarse-label noise sweep
+    tta_scales: tuple[float, ...] = (0.75, 1.0, 1.25)
+    dataset: str = "synth"           # "synth" or "cityscapes" (then ADE20K rows run too when present)
+    dataset_configs: dict = field(default_factory=dict)  # dataset -> its own base config (else ``config``)
+    primary_seeds: tuple[int, ...] | None = None  # seeds of the rows of primary claims (None: ``seeds``)
+
+    def seeds_for(self, row_name: str, table: str, seeds=None) -> tuple[int, ...]:
+        """The seeds a row runs with: ``seeds`` when given (``--seeds``), else the primary seeds for a row
+        that a primary claim compares, else the scale's seeds."""
+        if seeds is not None:
+            return tuple(seeds)
+        if self.primary_seeds is not None and (table, row_name) in primary_rows():
+            return self.primary_seeds
+        return self.seeds
+
+    def config_for(self, spec: dict) -> Path:
+        """The base config file of one experiment (ADE20K has its own crop size and T at paper scale)."""
+        return CONFIG_DIR / self.dataset_configs.get(spec.get("dataset", self.dataset), self.config)
+
+
+SCALES = {
+    "smoke": Scale("smoke", "smoke.yaml", seeds=(0,), jobs=2, threads=1,
+                   models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
+                   noise_levels=(0.0, 1.0), tta_scales=(0.75, 1.0)),
+    "quick": Scale("quick", "quick.yaml", seeds=(0, 1, 2), jobs=2, threads=1,
+                   models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
+                   noise_levels=(0.0, 0.5, 1.0)),
+    "gpu": Scale("gpu", "gpu.yaml", seeds=(0, 1, 2), jobs=4, threads=4,
+                 models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
+                 noise_levels=(0.0, 0.5, 1.0)),
+    # One seed per row as the paper ran, but 3 for the rows of the primary claims: one seed decides nothing.
+    "paper": Scale("paper", "paper_cityscapes_coarse.yaml", seeds=(0,), primary_seeds=(0, 1, 2), jobs=1, threads=None,
+                   models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
+                   tta_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), dataset="cityscapes",
+                   dataset_configs={"ade20k": "paper_ade20k.yaml"}),
+}
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {name!r}")
+    return SCALES[name]
+
+
+# The experiment-defining keys, with the value every row has unless it says otherwise.
+ROW_DEFAULTS = {"annotation": "coarse", "loss": "ce", "reweight": "none", "norm_p": 2.0, "indicator": "var",
+                "detach": True, "linear_k": -0.5, "model": "r101"}
+
+
+def row(**changes) -> dict:
+    unknown = set(changes) - set(ROW_DEFAULTS) - {"synth_noise", "dataset"}
+    if unknown:
+        raise ValueError(f"unknown experiment keys {sorted(unknown)}")
+    return {**ROW_DEFAULTS, **changes}
+
+
+ARM_ROW = {"reweight": "arm"}          # row changes that turn the base model into ARM
+LINEAR_ROW = {"reweight": "linear"}    # ... into the paper's fixed Linear ARM (Table 1)
+
+TABLES: dict[str, dict[str, dict]] = {
+    "table1": {
+        "base": row(),
+        "linear_nodetach": row(**LINEAR_ROW, detach=False),
+        "linear_detach": row(**LINEAR_ROW),
+        "linear_focusing": row(**LINEAR_ROW, linear_k=0.5),
+    },
+    "table2": {
+        "base": row(),
+        "norm_l1": row(**ARM_ROW, norm_p=1.0),
+        "norm_l2": row(**ARM_ROW),
+        "norm_l3": row(**ARM_ROW, norm_p=3.0),
+        "input_var": row(**ARM_ROW),
+        "input_std": row(**ARM_ROW, indicator="std"),
+        "input_logvar": row(**ARM_ROW, indicator="logvar"),
+        "input_entropy": row(**ARM_ROW, indicator="entropy"),
+    },
+    "table3": {
+        **{f"{a}_{m}_{v}": row(annotation=a, model=m, **(ARM_ROW if v == "arm" else {}))
+           for a in ("coarse", "fine") for m in ("r50", "r101") for v in ("base", "arm")},
+        **{f"{a}_{h}_{v}": row(annotation=a, model="r101" if h == "dlv3p" else "ocr", **(ARM_ROW if v == "arm" else {}))
+           for a in ("coarse", "fine") for h in ("dlv3p", "ocr") for v in ("base", "arm")},
+    },
+    "table4": {
+        "kl": row(loss="kl"), "ce": row(), "gce": row(loss="gce"),
+        "kl_arm": row(loss="kl", **ARM_ROW), "ce_arm": row(**ARM_ROW), "gce_arm": row(loss="gce", **ARM_ROW),
+    },
+    "table5": {
+        **{f"{a}_{m}": row(annotation=a, **({"loss": "ohem"} if m == "ohem" else ARM_ROW if m == "arm" else {}))
+           for a in ("fine", "coarse") for m in ("base", "ohem", "arm")},
+        **{f"ade_{m}": row(dataset="ade20k", annotation="fine",
+                           **({"loss": "ohem"} if m == "ohem" else ARM_ROW if m == "arm" else {}))
+           for m in ("base", "ohem", "arm")},
+    },
+}
+
+# Table 6: the TTA-evaluated rows, one training run per (method, annotation).
+TABLE6_METHODS = {"base": {}, "ohem": {"loss": "ohem"}, "linear_arm": LINEAR_ROW, "arm": ARM_ROW}
+TABLE6_COLUMNS = {"fine": {"annotation": "fine"}, "coarse": {"annotation": "coarse"},
+                  "ade20k": {"dataset": "ade20k", "annotation": "fine"}}
+NOISE_METHODS = {"base": {}, "linear_arm": LINEAR_ROW, "arm": ARM_ROW}
+
+
+def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
+    """{row: experiment dict} of a table that can run at this scale (model roles resolved; ADE20K rows
+    only for real-data scales with ``<data_root>/ade20k`` present)."""
+    if table == "table6":
+        rows = {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
+    elif table == "noise_sweep":
+        from armlib.config import load_config
+
+        # The scale's own noise level is the other tables' data set: leave it implicit so those runs are shared.
+        default = load_config(CONFIG_DIR / scale.config).synth_noise
+        rows = {f"{m}@{noise:g}": row(**mk, **({} if noise == default else {"synth_noise": noise}))
+                for noise in scale.noise_levels for m, mk in NOISE_METHODS.items()}
+    elif table in TABLES:
+        rows = TABLES[table]
+    else:
+        raise ValueError(f"table must be one of {sorted(TABLES) + ['table6', 'noise_sweep']}, got {table!r}")
+    out = {}
+    for name, spec in rows.items():
+        model = scale.models.get(spec["model"], spec["model"])
+        needs_ade = spec.get("dataset") == "ade20k"
+        if model is None or (needs_ade and (scale.dataset == "synth" or not (resolve(data_root) / "ade20k").is_dir())):
+            continue   # not runnable at this scale (the report says so)
+        out[name] = {**spec, "model": model}
+    return out
+
+
+
+
+# -- claims ----------------------------------------------------------------------------------------------
+
+PRIMARY, SECONDARY = "primary", "secondary"
+EFFECT, EQUIVALENCE = "effect", "equivalence"
+ALPHA = 0.05                 # two-sided level of every test; the primary family is Holm-adjusted at this level
+POWER = 0.80                 # power at which the minimal detectable effect is quoted
+EQUIVALENCE_MARGIN = 1.0     # mIoU points: "no effect" means the 90 % CI of the paired Δ lies inside ±1.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the paper asserts between two rows of a table, in ``metric``.
+
+    ``test="effect"``: sign(metric[a] − metric[b]) == ``sign`` (verdict reproduced / contradicted / inconclusive
+    from the paired t-test). ``test="equivalence"``: |metric[a] − metric[b]| < ``margin`` (TOST: reproduced when
+    the 90 % CI lies inside ±margin). ``family``: "primary" claims (the paper's central ones) are Holm-adjusted
+    together; "secondary" ones keep their raw p and are exploratory. ``diverges``: the paper printed NaN for row
+    ``a`` (it diverged): at least half of our seeds diverging reproduces that.
+    """
+
+    id: str
+    text: str
+    a: str
+    b: str
+    sign: int = +1
+    metric: str = "mIoU"
+    family: str = SECONDARY
+    test: str = EFFECT
+    margin: float | None = None
+    diverges: bool = False
+
+
+TABLE_CLAIMS: dict[str, tuple[Claim, ...]] = {
+    "table1": (
+        Claim("t1_detach", "Detaching the normalisation is essential: Linear ARM with detach beats it without",
+              "linear_detach", "linear_nodetach", family=PRIMARY),
+        Claim("t1_nodetach_collapses", "Without detaching, Linear ARM collapses below the base model",
+              "linear_nodetach", "base", -1),
+        Claim("t1_linear", "Linear ARM (detached, suppressing) beats the base model", "linear_detach", "base",
+              family=PRIMARY),
+        Claim("t1_focus", "Focusing on confident pixels is worse than suppressing them",
+              "linear_focusing", "linear_detach", -1),
+        Claim("t1_focus_base", "Focusing is worse than the base model", "linear_focusing", "base", -1),
+    ),
+    "table2": (
+        Claim("t2_arm", "ARM (L2 norm, var input) beats the base model", "norm_l2", "base", family=PRIMARY),
+        Claim("t2_l1", "L1 normalisation diverges (paper: NaN) or falls below L2", "norm_l1", "norm_l2", -1,
+              diverges=True),
+        Claim("t2_l3", "L2 normalisation beats L3", "norm_l2", "norm_l3"),
+        Claim("t2_std", "ARM with std input beats the base model", "input_std", "base"),
+        Claim("t2_logvar", "ARM with log var input beats the base model", "input_logvar", "base"),
+        Claim("t2_entropy", "Entropy input diverges (paper: NaN) or falls below var", "input_entropy", "input_var",
+              -1, diverges=True),
+    ),
+    "table3": (
+        *(Claim(f"t3_{d}_{m}", f"ARM beats the base model: {d} labels, {label}", f"{d}_{m}_arm", f"{d}_{m}_base",
+                family=PRIMARY if m in ("r101", "dlv3p") else SECONDARY)
+          for d in ("coarse", "fine")
+          for m, label in (("r50", "ResNet50"), ("r101", "ResNet101"), ("dlv3p", "DeepLabV3+"), ("ocr", "OCR"))),
+        Claim("t3_coarse_r50_vs_r101", "Coarse: ResNet50 + ARM beats plain ResNet101",
+              "coarse_r50_arm", "coarse_r101_base"),
+        Claim("t3_fine_r50_vs_r101", "Fine: ResNet50 + ARM beats plain ResNet101", "fine_r50_arm", "fine_r101_base"),
+    ),
+    "table4": (
+        Claim("t4_kl_arm", "ARM improves the KL loss", "kl_arm", "kl"),
+        Claim("t4_ce_arm", "ARM improves CE", "ce_arm", "ce", family=PRIMARY),
+        Claim("t4_gce_arm", "ARM improves GCE", "gce_arm", "gce"),
+        Claim("t4_kl_ce", "KL is worse than CE (Sec. 3.1)", "kl", "ce", -1),
+        Claim("t4_gce_ce", "GCE beats CE", "gce", "ce"),
+    ),
+    "table5": (
+        Claim("t5_fine_ohem", "OHEM helps on fine labels", "fine_ohem", "fine_base"),
+        Claim("t5_coarse_ohem", "OHEM does not help on coarse labels (equivalent to the base model)",
+              "coarse_ohem", "coarse_base", family=PRIMARY, test=EQUIVALENCE, margin=EQUIVALENCE_MARGIN),
+        Claim("t5_fine_arm", "ARM helps on fine labels", "fine_arm", "fine_base", family=PRIMARY),
+        Claim("t5_coarse_arm", "ARM helps on coarse labels", "coarse_arm", "coarse_base", family=PRIMARY),
+        Claim("t5_coarse_arm_ohem", "ARM beats OHEM on coarse labels", "coarse_arm", "coarse_ohem"),
+        Claim("t5_ade_ohem", "OHEM helps on ADE20K", "ade_ohem", "ade_base"),
+        Claim("t5_ade_arm", "ARM helps on ADE20K", "ade_arm", "ade_base"),
+    ),
+    "table6": tuple(
+        Claim(f"t6_{m}_{d}", f"{label} does not beat the base model with TTA, {d} labels (equivalent)", m, "base",
+              metric=d, test=EQUIVALENCE, margin=EQUIVALENCE_MARGIN) if (m, d) == ("ohem", "coarse") else
+        Claim(f"t6_{m}_{d}", f"{label} beats the base model with TTA, {d} labels", m, "base", metric=d)
+        for d in ("fine", "coarse", "ade20k")
+        for m, label in (("ohem", "OHEM"), ("linear_arm", "Linear ARM"), ("arm", "ARM"))),
+    "noise_sweep": (),   # built per noise level: :func:`noise_claims`
+}
+
+
+def noise_claims(levels) -> tuple[Claim, ...]:
+    """Not in the paper (its thesis implies ARM ≥ base at every noise level): secondary, exploratory."""
+    return tuple(Claim(f"noise_{m}_{n:g}", f"{m} beats the base model at noise {n:g}", f"{m}@{n:g}", f"base@{n:g}")
+                 for n in levels for m in ("linear_arm", "arm"))
+
+
+def claims_for(key: str, scale: Scale | None = None) -> tuple[Claim, ...]:
+    """The comparison claims of a section (figure sections have none: their claims are thresholds)."""
+    if key == "noise_sweep":
+        return noise_claims(scale.noise_levels if scale is not None else ())
+    return TABLE_CLAIMS.get(key, ())
+
+
+@cache
+def primary_rows() -> frozenset[tuple[str, str]]:
+    """(table, row) of every row a primary claim compares."""
+    return frozenset((t, r) for t, cs in TABLE_CLAIMS.items() for c in cs if c.family == PRIMARY for r in (c.a, c.b))
+
+
+# -- sections --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Needs:
+    """Runs a section needs: rows of a table's grid (None: all), at every seed or the first only."""
+
+    table: str
+    rows: tuple[str, ...] | None = None
+    first_seed_only: bool = False
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section = one notebook ``notebooks/<key>.ipynb`` writing ``results/<key>*.csv``.
+
+    ``measures`` says what the notebook measures, ``figure`` the PNG it saves (``figures/<key>*.png``), and
+    ``thresholds`` the holds/fails criteria of its non-comparison claims (figure sections).
+    """
+
+    key: str
+    heading: str
+    paper_claim: str
+    needs: tuple[Needs, ...] = ()
+    measures: str = ""
+    figure: str = ""
+    thresholds: str = ""
+
+
+_BASE_FIRST = (Needs("table1", ("base",), first_seed_only=True),)
+
+SECTIONS: tuple[Section, ...] = (
+    Section("data", "Fig. 1 — fine vs coarse annotations",
+            "Coarse polygons label objects roughly, leave boundaries unlabelled and sometimes overshoot.",
+            measures="coverage, agreement with fine labels, share and location of mislabelled pixels",
+            figure="fine and coarse labels of training images"),
+    Section("variance_maps", "Fig. 4 — where low-variance pixels lie",
+            "Almost all low-variance pixels lie on the boundaries between semantic regions.", _BASE_FIRST,
+            measures="share of the lowest-5 % v pixels within 2 px of a class boundary",
+            figure="low-variance pixels painted on validation images",
+            thresholds="holds when that share > 1/2 and above the share of all pixels"),
+    Section("loss_vs_variance", "Fig. 5 — mean loss per variance bin",
+            "The average loss falls as the normalised variance (confidence) rises (Eq. 8).", _BASE_FIRST,
+            measures="mean CE per bin of v on validation images", figure="loss against v",
+            thresholds="holds when Spearman ρ(v, mean loss) < 0 over bins with ≥ 100 pixels"),
+    Section("holder", "Eq. 10–13 — the Hölder toy and ARM's convergence",
+            "Under ‖W‖_p = 1, p > 1, the adversarial weight converges to ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}; p = 1 is "
+            "sparse.", _BASE_FIRST, measures="closed form vs solver; ARM fitted to the measured loss curve",
+            figure="closed form, solver and fitted ARM",
+            thresholds="solver gap < 1e-3; ARM gap < 0.02 (p = 2, 3); L1-differentiated gap > 0.3"),
+    Section("confidence_quadrants", "Fig. 2 — loss vs confidence as a sample divider",
+            "Among high-loss pixels, confidence separates mislabelled (confident) from valuable (unsure) ones.",
+            _BASE_FIRST, measures="mislabelled rate per (loss, confidence) quadrant on training pixels",
+            figure="quadrant shares", thresholds="holds when the confident high-loss cell is more often mislabelled"),
+    Section("table1", "Table 1 — detaching and suppressing vs focusing",
+            "Detaching the L1 factor is essential; suppressing confident pixels beats the base model, focusing on "
+            "them is worse.", (Needs("table1"),), figure="bars per row"),
+    Section("table2", "Table 2 — normalisation and input type",
+            "L1 normalisation diverges, L2 is best and L3 a little worse; variance, std and log variance work "
+            "alike as ARM's input; entropy diverges.", (Needs("table2"),), figure="bars per row"),
+    Section("table3", "Table 3 — backbones and heads",
+            "ARM improves every backbone and head, on coarse and on fine labels.", (Needs("table3"),),
+            figure="bars per row"),
+    Section("table4", "Table 4 — loss functions", "ARM improves CE, GCE and the KL loss.", (Needs("table4"),),
+            figure="bars per row"),
+    Section("table5", "Table 5 — ARM vs OHEM",
+            "OHEM helps on fine labels but not on coarse ones; ARM helps on both.", (Needs("table5"),),
+            figure="bars per row"),
+    Section("table6", "Table 6 — with test-time augmentation",
+            "With multi-scale and flip testing, ARM still beats the base model.", (Needs("table6"),),
+            measures="TTA mIoU of each (method, annotation) run", figure="bars per row"),
+    Section("learned_curve", "ARM's learned W(v) vs the Hölder prediction (not in the paper)",
+            "Sec. 3.4 predicts ARM's curve from the measured loss; we check it on the trained model.",
+            (Needs("table2", ("norm_l2", "base")),),
+            measures="W(v) at init and at the end per seed; correlation with the Hölder prediction",
+            figure="learned curves (init dashed)",
+            thresholds="moved: max_v |W_end/mean − W_0/mean| ≥ 0.1; suppresses: moved and "
+                       "(W_end(−1) − W_end(+1))/mean W_end ≥ 0.1; per seed"),
+    Section("noise_sweep", "ARM's gain as label noise grows (not in the paper)",
+            "The paper motivates ARM by label noise; we vary the coarse-label noise of the synthetic data.",
+            (Needs("noise_sweep"),), measures="mIoU per method and noise level", figure="mIoU against noise"),
+)
+SECTION_KEYS = tuple(s.key for s in SECTIONS)
+
+
+def get_section(key: str) -> Section:
+    """The section named ``key``; ValueError naming the choices otherwise."""
+    for s in SECTIONS:
+        if s.key == key:
+            return s
+    raise ValueError(f"unknown section {key!r}; choose from {list(SECTION_KEYS)}")

@@ -1,0 +1,357 @@
+"""Paired comparisons across seeds and the verdict of every claim (scipy.stats and statsmodels, nothing hand-rolled
+that a library does).
+
+A seed fixes the model's initialisation, the data order and the augmentation identically for every row
+(:mod:`armlib.data.loading`, ``tests/test_loading.py``), so two rows' results at the same seed are a pair and the
+per-seed difference Δ_s = metric[a]_s − metric[b]_s cancels the seed's shared luck. For each comparison:
+
+* mean Δ, its SD, the 95 % t-interval and the two-sided paired t-test p (``scipy.stats.ttest_rel``: the verdict's
+  p), the exact sign-flip p beside it (``scipy.stats.permutation_test``, every one of the 2^n sign patterns), and a
+  BCa bootstrap interval where n ≥ 6 (``scipy.stats.bootstrap``; with fewer seeds it cannot be trusted);
+* the minimal detectable effect: the |Δ| a paired t-test of this n and SD detects with 80 % power, two-sided, at
+  the α the claim is tested at (``statsmodels`` ``TTestPower``);
+* for a claim that an effect is absent, TOST equivalence within ±margin (``statsmodels`` ``ttost_paired``):
+  reproduced exactly when the 90 % t-interval lies inside ±margin.
+
+Verdicts, one vocabulary: **reproduced** (significant in the paper's direction, or equivalent within the margin),
+**contradicted** (significant in the opposite direction; for equivalence, the whole 95 % interval outside the
+margin), **inconclusive** (neither), **not run** (a row is not run at this scale). The primary family (the paper's
+central claims, :data:`armlib.sections.PRIMARY`) is Holm-adjusted across its distinct comparisons; secondary
+claims keep their raw p and are exploratory. Claims that are thresholds, not comparisons, say **holds** / **fails**.
+
+Diverged runs (non-finite loss; value NaN, status "diverged") are never dropped: they stay in every table, marked,
+and count against their method. A comparison with a diverged seed is inconclusive at best, and contradicted when
+every seed of the side the paper favours diverged; where the paper itself printed NaN for a row (Table 2's L1 and
+entropy rows, ``Claim.diverges``), divergence in at least half of that row's seeds reproduces it.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from armlib.paper import paper_label, paper_value, table_metrics
+from armlib.sections import ALPHA, EQUIVALENCE, POWER, PRIMARY, Claim
+
+REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
+HOLDS, FAILS = "holds", "fails"
+VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN, HOLDS, FAILS)
+BOOTSTRAP_MIN_N = 6
+SEED_COLUMNS = ("table", "row", "seed", "metric", "value", "status", "experiment")
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Statistics of Δ_s = a_s − b_s over the n seeds where both rows finished (NaN where n is too small)."""
+
+    n: int
+    delta: float            # mean Δ
+    sd: float               # SD of Δ (ddof 1)
+    ci_low: float           # 95 % t-interval of the mean Δ
+    ci_high: float
+    ci90_low: float         # 90 % t-interval (the TOST interval)
+    ci90_high: float
+    boot_low: float         # 95 % BCa bootstrap interval (n ≥ 6)
+    boot_high: float
+    p: float                # two-sided paired t-test
+    p_signflip: float       # exact two-sided sign-flip test of the mean
+    mde: float              # minimal detectable |Δ| at ``power``, two-sided, at ``alpha``
+    alpha: float
+
+
+def sign_flip_p(deltas: Sequence[float]) -> float:
+    """Exact two-sided sign-flip p of the mean of ``deltas`` (scipy's permutation test over all 2^n patterns)."""
+    d = np.asarray(deltas, dtype=float)
+    if len(d) == 0:
+        return math.nan
+    if not np.any(d):
+        return 1.0
+    res = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
+                               alternative="two-sided")
+    return float(res.pvalue)
+
+
+def minimal_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """|Δ| (units of Δ) that a two-sided paired t-test with n pairs and SD ``sd`` detects with ``power`` at
+    ``alpha``: Cohen's d_z solved by statsmodels' ``TTestPower`` times the SD. NaN for n < 2."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    dz = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
+    return float(dz) * sd
+
+
+def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Pairs a two-sided paired t-test needs to detect ``effect`` with ``power`` at ``alpha`` (SD ``sd``)."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0 or sd <= 0:
+        return math.nan
+    return float(TTestPower().solve_power(effect_size=abs(effect) / sd, nobs=None, alpha=alpha, power=power,
+                                          alternative="two-sided"))
+
+
+def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], alpha: float = ALPHA,
+                      power: float = POWER) -> PairedComparison:
+    """Paired statistics of a − b over the seeds present and finite in both (seed → value mappings)."""
+    seeds = sorted(s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s]))
+    x = np.array([a[s] for s in seeds], dtype=float)
+    y = np.array([b[s] for s in seeds], dtype=float)
+    d = x - y
+    n = len(d)
+    nan = math.nan
+    if n == 0:
+        return PairedComparison(0, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, alpha)
+    delta = float(d.mean())
+    if n < 2:
+        return PairedComparison(n, delta, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, alpha)
+    sd = float(d.std(ddof=1))
+    if sd == 0:   # identical differences: the t-statistic is undefined, the interval a point
+        p = 1.0 if delta == 0 else 0.0
+        ci, ci90 = (delta, delta), (delta, delta)
+    else:
+        res = sps.ttest_rel(x, y)
+        p = float(res.pvalue)
+        ci = tuple(float(v) for v in res.confidence_interval(0.95))
+        ci90 = tuple(float(v) for v in res.confidence_interval(0.90))
+    boot = (nan, nan)
+    if n >= BOOTSTRAP_MIN_N and sd > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # BCa warns on degenerate resamples; the interval is still returned
+            res = sps.bootstrap((d,), np.mean, confidence_level=0.95, method="BCa", n_resamples=9999,
+                                rng=np.random.default_rng(0))
+        boot = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return PairedComparison(n, delta, sd, *ci, *ci90, *boot, p, sign_flip_p(d),
+                            minimal_detectable_effect(sd, n, alpha, power), alpha)
+
+
+def tost_p(a: Mapping[int, float], b: Mapping[int, float], margin: float) -> float:
+    """TOST p of |mean(a − b)| < margin over the paired finite seeds (statsmodels ``ttost_paired``)."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    seeds = sorted(s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s]))
+    if len(seeds) < 2:
+        return math.nan
+    x = np.array([a[s] for s in seeds], dtype=float)
+    y = np.array([b[s] for s in seeds], dtype=float)
+    if np.all(x - y == (x - y)[0]):
+        return 0.0 if abs((x - y)[0]) < margin else 1.0
+    return float(ttost_paired(x, y, -margin, margin)[0])
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+    return out.tolist()
+
+
+# -- per-seed results ------------------------------------------------------------------------------------
+
+def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long per-seed results (:data:`SEED_COLUMNS`) from :func:`armlib.experiments.collect`'s frame.
+
+    ``records`` has one row per run with columns row, seed, status, experiment and one column per metric
+    (or ``experiment_<metric>`` where each metric is its own run, as in Table 6).
+    """
+    metrics = list(metrics or table_metrics(table))
+    rows = []
+    for r in records.to_dict("records"):
+        for m in metrics:
+            if m not in r:
+                continue
+            rows.append({"table": table, "row": r["row"], "seed": int(r["seed"]), "metric": m,
+                         "value": float(r[m]) if r[m] is not None else math.nan,
+                         "status": r.get(f"status_{m}", r.get("status", "ok")),
+                         "experiment": r.get(f"experiment_{m}", r.get("experiment", ""))})
+    return pd.DataFrame(rows, columns=list(SEED_COLUMNS))
+
+
+def summarize(seeds: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """Mean ± SD over finished seeds per (row, metric), the diverged seeds counted, beside the paper's value."""
+    out = []
+    for (table, row, metric), g in seeds.groupby(["table", "row", "metric"], sort=False):
+        finished = g[g.status == "ok"]["value"].astype(float)
+        finished = finished[np.isfinite(finished)]
+        try:
+            paper = paper_value(table, row, metric)
+        except KeyError:
+            paper = math.nan
+        out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric, "paper": paper,
+                    "mean": finished.mean() if len(finished) else math.nan,
+                    "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
+                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale})
+    return pd.DataFrame(out)
+
+
+# -- verdicts --------------------------------------------------------------------------------------------
+
+def _verdict(claim: Claim, c: PairedComparison, p_used: float, p_tost: float, alpha: float) -> tuple[str, str]:
+    if c.n < 2:
+        why = "one paired seed: no variance estimate" if c.n == 1 else "no seed where both rows finished"
+        return INCONCLUSIVE, why
+    if claim.test == EQUIVALENCE:
+        if p_used < alpha:
+            return REPRODUCED, f"90 % CI inside ±{claim.margin:g}"
+        outside = c.ci_low > claim.margin or c.ci_high < -claim.margin
+        if c.p < alpha and outside:
+            return CONTRADICTED, f"95 % CI entirely outside ±{claim.margin:g}"
+        return INCONCLUSIVE, f"90 % CI not inside ±{claim.margin:g}"
+    if p_used < alpha:
+        return (REPRODUCED, "significant, the paper's direction") if c.delta * claim.sign > 0 else \
+            (CONTRADICTED, "significant, the opposite direction")
+    return INCONCLUSIVE, f"not significant (p = {p_used:.3g}); MDE {c.mde:.2f}"
+
+
+def _apply_divergence(claim: Claim, verdict: str, note: str, div_a: int, n_a: int, div_b: int, n_b: int,
+                      c: PairedComparison) -> tuple[str, str]:
+    if claim.diverges and n_a and div_a * 2 >= n_a:
+        return REPRODUCED, f"{div_a} of {n_a} seeds of {claim.a} diverged, as the paper's NaN"
+    if not (div_a or div_b):
+        return verdict, note
+    favoured = (claim.a, div_a, n_a) if claim.sign > 0 else (claim.b, div_b, n_b)
+    parts = [f"{k} of {n} seeds of {row} diverged" for row, k, n in ((claim.a, div_a, n_a), (claim.b, div_b, n_b))
+             if k]
+    if favoured[2] and favoured[1] == favoured[2] and claim.test != EQUIVALENCE:
+        return CONTRADICTED, "; ".join(parts) + f": every seed of {favoured[0]}, which the paper favours, diverged"
+    if verdict == REPRODUCED:
+        verdict = INCONCLUSIVE
+    return verdict, "; ".join(parts) + " (counts against it: inconclusive at best); " + note
+
+
+def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], alpha: float = ALPHA,
+                    power: float = POWER) -> pd.DataFrame:
+    """One row per claim, with its distinct comparison's statistics and the verdict.
+
+    Args:
+        seeds: per-seed results (:data:`SEED_COLUMNS`) of every table the claims refer to.
+        claims: {table: claims}, e.g. :data:`armlib.sections.TABLE_CLAIMS`.
+
+    A comparison is distinct by (experiment of a, experiment of b, metric): claims of several tables over the
+    same runs share one set of statistics (column ``comparison``; ``tables`` lists who shares it), and the Holm
+    family counts it once. Claims whose rows did not run get the verdict "not run".
+    """
+    entries, distinct = [], {}
+    for table, table_claims in claims.items():
+        t = seeds[seeds.table == table]
+        for claim in table_claims:
+            a = t[(t.row == claim.a) & (t.metric == claim.metric)]
+            b = t[(t.row == claim.b) & (t.metric == claim.metric)]
+            if a.empty or b.empty:
+                entries.append((table, claim, None))
+                continue
+            key = (a.experiment.iloc[0], b.experiment.iloc[0], claim.metric)
+            distinct.setdefault(key, []).append((table, claim, a, b))
+            entries.append((table, claim, key))
+    primary_keys = [k for k, members in distinct.items() if any(c.family == PRIMARY for _, c, _, _ in members)]
+    m = max(1, len(primary_keys))
+    computed = {}
+    for key, members in distinct.items():
+        table, claim, a, b = members[0]
+        is_primary = key in primary_keys
+        level = alpha / m if is_primary else alpha   # MDE at Holm's strictest step for the primary family
+        ok_a = {int(s): float(v) for s, v, st in zip(a.seed, a.value, a.status) if st == "ok"}
+        ok_b = {int(s): float(v) for s, v, st in zip(b.seed, b.value, b.status) if st == "ok"}
+        comp = paired_comparison(ok_a, ok_b, alpha, power)
+        comp = PairedComparison(**{**asdict(comp), "mde": minimal_detectable_effect(comp.sd, comp.n, level, power),
+                                   "alpha": level})
+        p_tost = tost_p(ok_a, ok_b, claim.margin) if claim.test == EQUIVALENCE else math.nan
+        computed[key] = {"comp": comp, "p_test": p_tost if claim.test == EQUIVALENCE else comp.p,
+                         "p_tost": p_tost, "primary": is_primary,
+                         "div": (int((a.status == "diverged").sum()), len(a), int((b.status == "diverged").sum()),
+                                 len(b)),
+                         "tables": sorted({t for t, _, _, _ in members}),
+                         "means": (float(a[a.status == "ok"].value.mean()), float(b[b.status == "ok"].value.mean()))}
+    adjusted = holm([computed[k]["p_test"] for k in primary_keys], alpha)
+    for k, p in zip(primary_keys, adjusted):
+        computed[k]["p_holm"] = p
+    rows = []
+    for table, claim, key in entries:
+        base = {"id": claim.id, "table": table, "text": claim.text, "a": claim.a, "b": claim.b,
+                "metric": claim.metric, "family": claim.family, "test": claim.test, "margin": claim.margin,
+                **_paper_columns(table, claim)}
+        if key is None:
+            rows.append({**base, "verdict": NOT_RUN, "note": "a row of this claim is not run at this scale"})
+            continue
+        info = computed[key]
+        comp = info["comp"]
+        p_holm = info.get("p_holm", math.nan)
+        p_used = p_holm if info["primary"] else info["p_test"]
+        verdict, note = _verdict(claim, comp, p_used, info["p_tost"], alpha)
+        verdict, note = _apply_divergence(claim, verdict, note, *info["div"], comp)
+        if verdict == INCONCLUSIVE and math.isfinite(base["paper_delta"]) and math.isfinite(comp.ci_low):
+            inside = comp.ci_low <= base["paper_delta"] <= comp.ci_high
+            note += "; the paper's Δ lies " + ("inside" if inside else "outside") + " our 95 % CI"
+        mean_b = info["means"][1]
+        rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"], "p_holm": p_holm,
+                     "verdict": verdict, "note": note, "comparison": " vs ".join(key[:2]) + f" [{key[2]}]",
+                     "tables": " ".join(info["tables"]), "n_diverged_a": info["div"][0],
+                     "n_diverged_b": info["div"][2], "ours_base": mean_b,
+                     "ours_relative_pct": 100 * comp.delta / mean_b if mean_b else math.nan,
+                     "paper_in_ci": bool(comp.ci_low <= base["paper_delta"] <= comp.ci_high)
+                     if math.isfinite(comp.ci_low) and math.isfinite(base["paper_delta"]) else None})
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
+                 "ci_low", "ci_high", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
+                 "p_holm", "mde", "alpha", "verdict", "note", "paper_delta", "paper_base", "paper_relative_pct",
+                 "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
+                 "n_diverged_b", "value", "threshold", "seed")
+
+
+def _paper_columns(table: str, claim: Claim) -> dict:
+    try:
+        a, b = paper_value(table, claim.a, claim.metric), paper_value(table, claim.b, claim.metric)
+    except KeyError:
+        a = b = math.nan
+    delta = a - b   # NaN where the paper printed NaN (a diverged row): the note says so
+    return {"paper_delta": delta, "paper_base": b,
+            "paper_relative_pct": 100 * delta / b if math.isfinite(delta) and b else math.nan}
+
+
+def threshold_claim(id: str, table: str, text: str, metric: str, value: float, threshold: str, holds: bool,
+                    seed: int | None = None) -> dict:
+    """A claim that is a threshold on a measured quantity (a figure's), in the claims schema: holds / fails."""
+    return {"id": id if seed is None else f"{id}_s{seed}", "table": table, "text": text, "metric": metric,
+            "family": "threshold", "test": "threshold", "value": value, "delta": value, "threshold": threshold,
+            "verdict": HOLDS if holds else FAILS, "seed": seed,
+            "n": 1, "note": "" if math.isfinite(value) else "not measurable"}
+
+
+def threshold_claims_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows), columns=CLAIM_COLUMNS)
+
+
+def distinct_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct comparison (threshold claims: one per id) for the headline count."""
+    comparisons = claims[claims.comparison.notna() & (claims.comparison != "")]
+    rest = claims[~claims.index.isin(comparisons.index)]
+    return pd.concat([comparisons.drop_duplicates("comparison"), rest])
+
+
+def one_seed_note(n_seeds: int) -> str | None:
+    """Why every comparison is inconclusive at one seed (the report prints it)."""
+    if n_seeds >= 2:
+        return None
+    return ("Every comparison ran with one seed, so no verdict can be significant: a paired test needs at least "
+            "two seeds to estimate the seed-to-seed spread. Run more seeds (--seeds) to decide the claims.")
+
+
+__all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "minimal_detectable_effect", "seeds_needed",
+           "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
+           "threshold_claims_frame", "distinct_verdicts", "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
+           "SEED_COLUMNS"]
