@@ -227,3 +227,56 @@ def adversarial_sgd(model_params, arm_params, lr: float, momentum: float = 0.9,
         groups.append({"params": arm_params, "maximize": True})
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
 
+
+
+# Schedulers whose per-group state is one base lr (plus, for the lambda ones, one lambda per group): a group
+# added after construction is scheduled exactly like the first group once these lists are extended.
+_EXTENDABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
+                          "ExponentialLR", "PolynomialLR", "CosineAnnealingLR")
+
+
+def add_adversarial_group(optimizer: torch.optim.Optimizer, arm_params, scheduler=None) -> dict:
+    """Put ARM's parameters into an optimiser (and its lr scheduler) that already exist, maximising.
+
+    The new group copies every hyper-parameter of ``optimizer.param_groups[0]`` (lr, momentum, weight decay,
+    betas, ...) and sets ``maximize=True``, so ARM gets the model's lr, as in the paper (Sec. 4.2). A
+    scheduler built before the group existed would leave it at its first lr forever (schedulers keep one
+    base lr per group, fixed at construction), so ``scheduler``'s per-group state is extended to schedule it
+    like group 0. Building :func:`adversarial_sgd` first and the scheduler after is equivalent.
+
+    Args:
+        optimizer: any ``torch.optim`` optimiser whose groups accept ``maximize`` (SGD, Adam, AdamW, ...).
+        arm_params: ARM's parameters, e.g. ``criterion.parameters()``.
+        scheduler: an lr scheduler of ``optimizer`` (one of ``LambdaLR``, ``MultiplicativeLR``, ``StepLR``,
+            ``MultiStepLR``, ``ConstantLR``, ``LinearLR``, ``ExponentialLR``, ``PolynomialLR``,
+            ``CosineAnnealingLR``), or None.
+
+    Returns:
+        The added parameter group.
+
+    Raises:
+        ValueError: ``arm_params`` is empty, the optimiser has no ``maximize`` option, or the scheduler keeps
+            per-group state this function cannot extend (create that scheduler after adding the group).
+    """
+    arm_params = list(arm_params)
+    if not arm_params:
+        raise ValueError("arm_params is empty: pass criterion.parameters() of an ARMLoss with a learnable ARM")
+    if "maximize" not in optimizer.defaults:
+        raise ValueError(f"optimizer {type(optimizer).__name__} has no 'maximize' option; ARM needs one to "
+                         f"ascend its loss (use torch.optim.SGD, Adam or AdamW)")
+    if scheduler is not None:
+        if scheduler.optimizer is not optimizer:
+            raise ValueError("scheduler must be a scheduler of optimizer")
+        if type(scheduler).__name__ not in _EXTENDABLE_SCHEDULERS:
+            raise ValueError(f"scheduler {type(scheduler).__name__} keeps per-group state that cannot be "
+                             f"extended; add ARM's group first, then create the scheduler "
+                             f"(supported here: {', '.join(_EXTENDABLE_SCHEDULERS)})")
+    template = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    optimizer.add_param_group({**template, "params": arm_params, "maximize": True})
+    group = optimizer.param_groups[-1]
+    if scheduler is not None:
+        scheduler.base_lrs.append(scheduler.base_lrs[0])
+        scheduler._last_lr.append(scheduler._last_lr[0])   # read by get_last_lr() before the next step
+        if hasattr(scheduler, "lr_lambdas"):
+            scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
+    return group

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from armlib import ARM, ARMLoss, LinearARM, adversarial_sgd, normalize_weights
+from armlib import ARM, ARMLoss, LinearARM, add_adversarial_group, adversarial_sgd, normalize_weights
 from armlib.confidence import normalized_variance
 
 
@@ -225,3 +226,53 @@ def test_arm_raises_q_while_the_model_lowers_it():
             for p, s in zip(crit.parameters(), stepped_arm):
                 p.copy_(s)
     assert rises == 20 and falls == 20
+
+
+@pytest.mark.parametrize("make_scheduler", [
+    lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 ** it),
+    lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 4], gamma=0.1),
+    lambda opt: torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=6, power=0.9),
+], ids=["LambdaLR", "MultiStepLR", "PolynomialLR"])
+def test_add_adversarial_group_to_existing_optimizer_and_scheduler(make_scheduler):
+    """Adding ARM to a running optimiser + scheduler trains exactly as adversarial_sgd built up front."""
+    def run(late: bool):
+        torch.manual_seed(0)
+        model, criterion = nn.Conv2d(3, 4, 1), ARMLoss()
+        if late:
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+            sched = make_scheduler(opt)
+            group = add_adversarial_group(opt, criterion.parameters(), sched)
+            assert group["maximize"] and group["momentum"] == 0.9 and len(sched.get_last_lr()) == 2
+        else:
+            opt = adversarial_sgd(model.parameters(), criterion.parameters(), lr=0.1)
+            sched = make_scheduler(opt)
+        gen = torch.Generator().manual_seed(1)
+        lrs = []
+        for _ in range(6):
+            x = torch.randn(2, 3, 4, 4, generator=gen)
+            y = torch.randint(0, 4, (2, 4, 4), generator=gen)
+            opt.zero_grad()
+            criterion(model(x), y).backward()
+            opt.step()
+            sched.step()
+            lrs.append([g["lr"] for g in opt.param_groups])
+        return lrs, [p.detach().clone() for p in (*model.parameters(), *criterion.parameters())]
+
+    lrs_late, params_late = run(late=True)
+    lrs_early, params_early = run(late=False)
+    assert sum(lrs_late, []) == pytest.approx(sum(lrs_early, [])) and all(a == b for a, b in lrs_late)
+    assert all(torch.equal(a, b) for a, b in zip(params_late, params_early))
+
+
+def test_add_adversarial_group_errors():
+    model, criterion = nn.Conv2d(3, 4, 1), ARMLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="arm_params is empty"):
+        add_adversarial_group(opt, ARMLoss(LinearARM()).parameters())
+    with pytest.raises(ValueError, match="no 'maximize' option"):
+        add_adversarial_group(torch.optim.Optimizer(model.parameters(), {"lr": 0.1}), criterion.parameters())
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    with pytest.raises(ValueError, match="OneCycleLR keeps per-group state"):
+        add_adversarial_group(opt, criterion.parameters(), one_cycle)
+    adam = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    assert add_adversarial_group(adam, criterion.parameters())["maximize"]

@@ -10,7 +10,10 @@ import torchvision
 from torch import nn
 
 from armlib.models import AUX_LOSS_WEIGHT, MODEL_NAMES, build_model
-from armlib.models.backbones import ALLOW_DOWNLOAD_ENV, hub_cache_path, load_backbone_weights
+from armlib.config import load_config
+from armlib.models.backbones import (ALLOW_DOWNLOAD_ENV, PAPER_BACKBONE_WEIGHTS, ResNetBackbone, hub_cache_path,
+                                     load_backbone_weights)
+from armlib.paths import CONFIG_DIR
 from armlib.models.deeplabv3plus import ASPP, DeepLabV3Plus
 from armlib.models.ocr import OCRNet, spatial_gather
 
@@ -291,3 +294,29 @@ def test_strict_key_check_on_local_file(tmp_path):
 def test_model_classes():
     assert isinstance(build_model("deeplabv3plus_tiny", C), DeepLabV3Plus)
     assert isinstance(build_model("ocr_tiny", C), OCRNet)
+
+
+def test_paper_configs_start_from_imagenet_weights_in_the_hub_cache(hub_dir):
+    """The paper configs default to torchvision's ImageNet ResNet101, found in torch hub's cache (no download);
+    without the file, one error names the expected path and the setting that trains from scratch."""
+    for name in ("paper_cityscapes_coarse.yaml", "paper_cityscapes_fine.yaml", "paper_ade20k.yaml"):
+        assert load_config(CONFIG_DIR / name).backbone_weights == PAPER_BACKBONE_WEIGHTS
+    cfg = load_config(CONFIG_DIR / "paper_cityscapes_coarse.yaml")
+    backbone = ResNetBackbone("resnet101", output_stride=cfg.output_stride)
+    expected = hub_dir / "checkpoints" / "resnet101-63fe2227.pth"
+    with pytest.raises(FileNotFoundError) as info:
+        load_backbone_weights(backbone, cfg.backbone_weights)
+    message = str(info.value)
+    assert "\n" not in message and str(expected) in message and "backbone_weights=null trains from scratch" in message
+
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet101(weights=None).state_dict()   # stands in for the ImageNet file
+    expected.parent.mkdir(parents=True)
+    torch.save(reference, expected)
+    load_backbone_weights(backbone, cfg.backbone_weights)
+    assert all(torch.equal(v, reference[k]) for k, v in backbone.state_dict().items())
+
+
+def test_missing_weights_file_names_it_and_the_from_scratch_setting(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth.*backbone_weights=null trains from scratch"):
+        load_backbone_weights(build_model("ocr_tiny", C).backbone, tmp_path / "missing.pth")

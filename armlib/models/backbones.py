@@ -10,9 +10,22 @@ where ``s`` is the output stride (8 or 16; stage 3 is at stride 8 when s = 8 and
 stages keep their resolution by dilation instead of striding, as in DeepLab and mmsegmentation's ``-d8``
 models (torchvision's ``replace_stride_with_dilation``).
 
-Weights: none by default. ``load_backbone_weights`` takes a local state_dict file or a torchvision weights
-name (``"ResNet101_Weights.IMAGENET1K_V2"``). A name is served from torch hub's cache only; downloading is
-off unless ``ARMLIB_ALLOW_DOWNLOAD=1`` (compute nodes are often offline, and a blocked download can hang).
+Weights: ``build_model`` initialises at random unless given ``backbone_weights``; the paper configs
+(``configs/paper_*.yaml``) set ``PAPER_BACKBONE_WEIGHTS``, torchvision's ImageNet ResNet101, because the paper
+follows mmsegmentation, whose Cityscapes and ADE20K baselines start from ImageNet weights. ``load_backbone_weights``
+takes a local state_dict file or a torchvision weights name; a name is served from torch hub's cache only, and
+downloading is off unless ``ARMLIB_ALLOW_DOWNLOAD=1`` (compute nodes are often offline, and a blocked download can
+hang). A missing file raises one ``FileNotFoundError`` naming the expected path and ``backbone_weights=null``,
+the setting that trains from scratch.
+
+Why torchvision's ResNet and not mmsegmentation's ResNetV1c: V1c replaces the 7×7 stride-2 stem convolution by
+three 3×3 convolutions (3→32 stride 2, 32→32, 32→64), so its checkpoints (``open-mmlab://resnet101_v1c``) do not
+load into a torchvision ResNet, and armlib's backbone is torchvision's (``ResNetBackbone``), whose checkpoints
+ship with torchvision and load with strict key checks. Of torchvision's two, ``IMAGENET1K_V1`` (77.37 % top-1) is
+trained with the classic recipe, as the checkpoints mmsegmentation's baselines start from; ``IMAGENET1K_V2``
+(81.89 %, a longer modern recipe) is a stronger start than the paper had. What the difference costs: the deep
+stem adds 2.5 GMAC (5.0 GFLOP) per 512×1024 image forward, about 0.5 % of DeepLabV3+ R101 at output stride 8;
+its effect on mIoU was not measured here (it needs the real datasets and GPUs).
 """
 from __future__ import annotations
 
@@ -30,6 +43,8 @@ from torchvision.ops import Conv2dNormActivation
 DILATION_BY_OUTPUT_STRIDE = {8: [False, True, True], 16: [False, False, True]}
 OUTPUT_STRIDES = tuple(DILATION_BY_OUTPUT_STRIDE)
 ALLOW_DOWNLOAD_ENV = "ARMLIB_ALLOW_DOWNLOAD"  # "1" lets a torchvision weights name be downloaded
+PAPER_BACKBONE_WEIGHTS = "ResNet101_Weights.IMAGENET1K_V1"  # the paper configs' default (module docstring: why)
+FROM_SCRATCH = "backbone_weights=null trains from scratch"
 
 
 def check_output_stride(output_stride: int) -> None:
@@ -177,7 +192,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_weights: str | os.PathLi
         return
     if "_Weights." not in spec:
         raise FileNotFoundError(f"backbone_weights={spec!r}: no such file, and not a torchvision weights name "
-                                f"like 'ResNet101_Weights.IMAGENET1K_V2'")
+                                f"like {PAPER_BACKBONE_WEIGHTS!r}; {FROM_SCRATCH}")
     if not isinstance(backbone, ResNetBackbone):
         raise ValueError(f"backbone_weights={spec!r}: torchvision weights fit only the ResNet backbones; "
                          f"pass a local state_dict file for {type(backbone).__name__}")
@@ -201,5 +216,5 @@ def load_backbone_weights(backbone: nn.Module, backbone_weights: str | os.PathLi
             f"backbone_weights={spec!r} is not in torch hub's cache and downloading is off (set "
             f"{ALLOW_DOWNLOAD_ENV}=1 to allow it on a machine with internet). Download {weights.url} "
             f"elsewhere and put it at {cached} (torch.hub.get_dir()/checkpoints/), or pass its local path "
-            f"as backbone_weights='/path/to/{cached.name}'.")
+            f"as backbone_weights='/path/to/{cached.name}'; {FROM_SCRATCH}.")
     _strict_load(backbone, state_dict, f"{spec!r} ({cached})")
