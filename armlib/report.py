@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from armlib.errors import check_report_dir
 from armlib.paths import atomic_write_text, resolve
 from armlib.results import load_paper_results
 
@@ -197,5 +198,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
     print(render(args.out_dir))
     return 0
