@@ -7,8 +7,9 @@ to values, applies ``key=value`` overrides (each value parsed with ``yaml.safe_l
 Any mistake raises ``ValueError`` naming the key before anything is trained: an unknown key (with the
 closest known one), a value of the wrong type (with the expected type), a choice outside its set or a
 number outside its range. ``load_config`` raises it as :class:`armlib.errors.UsageError` blaming where the
-value came from: the YAML file, or the command-line override when the file alone is valid. YAML lists become tuples; an int is accepted where a float is expected (and
-``1e-4``, which YAML 1.1 reads as a string), a bool never where a number is.
+value came from: the YAML file, or the command-line override when the file alone is valid. YAML lists
+become tuples; an int is accepted where a float is expected (and ``1e-4``, which YAML 1.1 reads as a
+string), a bool never where a number is.
 
 Every cell of the paper's Tables 1–5 is a config (base values ``loss=ce reweight=none``):
 
