@@ -2,12 +2,18 @@
 
 Commands are imported lazily so that `armlib synth` does not pay for importing the trainer.
 Each owning module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+
+A user's mistake (:data:`armlib.errors.USER_ERRORS`: a bad setting, path or dataset) is one line on stderr,
+``armlib <command>: error: <message>``, and exit status 2; ``--debug`` anywhere on the line shows the
+traceback instead. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from armlib.errors import USER_ERRORS
 
 COMMANDS = {
     "synth": ("armlib.data.synth", "write synthetic street scenes in the official Cityscapes layout"),
@@ -19,7 +25,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # no command takes a value "--debug"
     parser = argparse.ArgumentParser(prog="armlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -34,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
     runner = getattr(module, f"run_{name}", None) or module.run
     add_arguments(cmd_parser)
-    return int(runner(cmd_parser.parse_args(argv[1:])) or 0)
+    cmd_parser.epilog = "--debug: show the traceback of an error instead of one line"
+    args = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(runner(args) or 0)
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"armlib {name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

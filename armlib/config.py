@@ -6,8 +6,10 @@ to values, applies ``key=value`` overrides (each value parsed with ``yaml.safe_l
 
 Any mistake raises ``ValueError`` naming the key before anything is trained: an unknown key (with the
 closest known one), a value of the wrong type (with the expected type), a choice outside its set or a
-number outside its range. YAML lists become tuples; an int is accepted where a float is expected (and
-``1e-4``, which YAML 1.1 reads as a string), a bool never where a number is.
+number outside its range. ``load_config`` raises it as :class:`armlib.errors.UsageError` blaming where the
+value came from: the YAML file, or the command-line override when the file alone is valid. YAML lists
+become tuples; an int is accepted where a float is expected (and ``1e-4``, which YAML 1.1 reads as a
+string), a bool never where a number is.
 
 Every cell of the paper's Tables 1–5 is a config (base values ``loss=ce reweight=none``):
 
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from armlib.errors import UsageError
 
 DATASETS = ("synth", "cityscapes", "ade20k")
 ANNOTATIONS = ("fine", "coarse", "coarse_extra")
@@ -178,7 +182,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: malformed YAML or override, unknown key, wrong type or value (the message names the key).
+        UsageError (a ValueError): malformed YAML or override, unknown key, wrong type or value; the message
+            names the key and blames the file or the command-line override that set it.
     """
     data: dict = {}
     if path is not None:
@@ -188,15 +193,37 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+            raise UsageError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping of field names to values")
+            raise UsageError(f"{path}: a config must be a YAML mapping of field names to values")
         data = dict(loaded or {})
-    data.update(parse_overrides(overrides))
+    source = str(path) if path is not None else "config"
+    changes = parse_overrides(overrides)
+    items = {item.partition("=")[0].strip(): item for item in overrides}
+    _refuse_unknown(data, lambda key: source)
+    _refuse_unknown(changes, lambda key: f"override {items[key]!r} on the command line")
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict({**data, **changes})
     except ValueError as exc:
-        raise ValueError(f"{path if path is not None else 'config'}: {exc}") from None
+        error = exc
+    try:  # blame the file if it is wrong by itself (leaving out what the command line replaces)
+        TrainConfig.from_dict({k: v for k, v in data.items() if k not in changes})
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    named = [item for key, item in items.items() if re.match(rf"{re.escape(key)}\b", str(error))]
+    blamed = f"override {named[0]!r}" if named else f"overrides {' '.join(overrides)}"
+    context = f" (config {path})" if path is not None else ""
+    raise UsageError(f"{blamed} on the command line{context}: {error}") from None
+
+
+def _refuse_unknown(data: dict, source: typing.Callable[[str], str]) -> None:
+    """``UsageError`` for the first key of ``data`` that is not a field, blamed on ``source(key)``."""
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else "; see armlib.config.TrainConfig for the keys"
+            raise UsageError(f"{source(key)}: unknown config key {key!r}{hint}")
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
@@ -205,11 +232,12 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like key=value")
+            raise UsageError(f"override {item!r} on the command line must look like key=value")
         try:
             parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+            raise UsageError(f"override {item!r} on the command line: value is not valid YAML "
+                             f"({' '.join(str(exc).split())})") from exc
     return parsed
 
 

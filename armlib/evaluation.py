@@ -142,7 +142,9 @@ def evaluate_model(model: nn.Module, data: Dataset | DataLoader, num_classes: in
         progress: show a tqdm bar.
 
     Returns:
-        ``ConfusionMatrix.compute()`` of all ranks together: {"aAcc", "mAcc", "mIoU", "IoU", "Acc"}.
+        ``ConfusionMatrix.compute()`` of all ranks together: {"aAcc", "mAcc", "mIoU", "IoU", "Acc", "pixels",
+        "status"}; ``status`` is ``armlib.metrics.NOTHING_TO_SCORE`` when no pixel was labelled (the metrics are
+        then NaN, which alone a diverged model would also give).
     """
     model = _unwrap(model)
     if device is None:

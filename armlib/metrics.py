@@ -4,6 +4,11 @@ Conventions of mmsegmentation and the official Cityscapes script: intersections 
 accumulated over the whole dataset (not averaged per image); label 255 is ignored; a class absent from
 both ground truth and prediction has IoU NaN (and a class absent from the ground truth has Acc NaN) and
 is left out of the means. All values are percentages.
+
+A dataset with no labelled pixel (every label 255, or no image) has nothing to score: its metrics are NaN
+like a diverged run's, so ``compute()`` also returns ``"pixels"`` (labelled pixels scored) and ``"status"``:
+``"ok"``, or :data:`NOTHING_TO_SCORE` — the value a record or table can tell apart. (``armlib train``
+refuses such a val set before training: :func:`armlib.data.checks.check_val_set`.)
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from armlib.losses import IGNORE_INDEX
+
+NOTHING_TO_SCORE = "no_labelled_pixels"
 
 
 class ConfusionMatrix:
@@ -47,7 +54,8 @@ class ConfusionMatrix:
             dist.all_reduce(self.mat)
 
     def compute(self) -> dict:
-        """{"aAcc", "mAcc", "mIoU": float %, "IoU", "Acc": per-class lists (NaN = absent)}."""
+        """{"aAcc", "mAcc", "mIoU": float %, "IoU", "Acc": per-class lists (NaN = absent), "pixels": int,
+        "status": "ok" or NOTHING_TO_SCORE}."""
         mat = self.mat.double().cpu()
         intersect = mat.diag()
         area_label, area_pred = mat.sum(1), mat.sum(0)
@@ -62,6 +70,8 @@ class ConfusionMatrix:
             "mIoU": _nanmean(iou),
             "IoU": iou.tolist(),
             "Acc": acc.tolist(),
+            "pixels": int(total),
+            "status": "ok" if total > 0 else NOTHING_TO_SCORE,
         }
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from armlib import stats
+from armlib.errors import check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
 from armlib.results import read_csv, read_seed_results
 
-# (section key, heading, what the paper claims there) in reading order; the Hölder section follows
-# Fig. 5 because it trains ARM on the loss curve Fig. 5 measured.
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em}
@@ -249,5 +248,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
     print(render(args.out_dir))
     return 0

@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader
 from armlib.arm import ARM, ARMLoss, LinearARM, adversarial_sgd
 from armlib.config import RUNTIME_ONLY, TrainConfig, load_config
 from armlib.confidence import uncertainty_indicator
+from armlib.data.checks import check_run_inputs, check_val_set
 from armlib.data.loading import (AugmentedDataset, ResumableSampler, batches, build_datasets, class_names,
                                  prepare_data)
 from armlib.evaluation import evaluate_model
@@ -354,6 +355,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must be divisible by the "
                          f"number of ranks ({world})")
     per_rank = cfg.batch_size // world
+    check_run_inputs(cfg, out_dir)  # before the run folder exists: a refused run leaves nothing behind
     device = _device(cfg, local_rank)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -374,6 +376,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
     if not is_main:
         root = prepare_data(cfg)
     train_base, val_set, num_classes = build_datasets(cfg, root)
+    check_val_set(val_set, f"the val set of dataset={cfg.dataset!r}")  # a bad val label fails now, not after T
     from armlib.data import train_transform
 
     train_set = AugmentedDataset(train_base, train_transform(cfg.crop_size, cfg.scale_range), cfg.seed)

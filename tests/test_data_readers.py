@@ -343,3 +343,68 @@ def test_ade20k_bad_inputs(tmp_path):
     with pytest.warns(UserWarning):
         dataset = ADE20K(tmp_path, on_error="skip")
     assert len(dataset) == 1 and len(dataset.skipped) == 1
+
+
+# -- inputs distilled from public bug reports of segmentation tools ------------------------------------------
+
+@pytest.mark.parametrize("points", [[], [[3, 3]]])
+def test_polygon_without_area_is_skipped_and_named(tmp_path, points):
+    # PIL refuses < 2 points ("coordinate list must contain at least 2 coordinates", no file named) and the
+    # official createLabelImage re-raises it; the object covers no pixel, so it is skipped with a warning.
+    root = make_cityscapes(tmp_path / "cs", n=1, splits=("train",))
+    poly = polygons(0)
+    poly["objects"].append({"label": "car", "polygon": points})
+    folder = root / "gtFine" / "train" / CITY
+    (folder / f"{stem(0)}_gtFine_labelIds.png").unlink()
+    write_labels(folder, f"{stem(0)}_gtFine", poly, png=False)
+    with pytest.warns(UserWarning, match=rf"{stem(0)}_gtFine_polygons\.json: skipped 1 object.*car"):
+        mask = Cityscapes(root, "train", "fine")[0][1]
+    poly["objects"].pop()
+    ok = folder / "ok_polygons.json"
+    ok.write_text(json.dumps(poly))
+    json2labelImg(str(ok), str(folder / "ok.png"), "ids")
+    assert np.array_equal(mask.numpy(), expected_train_ids(read_png(folder / "ok.png")))
+
+
+def test_undrawable_polygon_names_the_file_and_is_skippable(tmp_path, monkeypatch):
+    # Whatever else the official rasteriser raises (TypeError) must name the file and obey on_error="skip".
+    import armlib.data.labels as labels_mod
+
+    root = make_cityscapes(tmp_path / "cs", n=2, splits=("train",))
+    folder = root / "gtFine" / "train" / CITY
+    (folder / f"{stem(0)}_gtFine_labelIds.png").unlink()
+    real = labels_mod.createLabelImage
+
+    def fragile(annotation, encoding):
+        if any(obj.label == "rider" for obj in annotation.objects):
+            raise TypeError("coordinate list must contain at least 2 coordinates")
+        return real(annotation, encoding)
+
+    monkeypatch.setattr(labels_mod, "createLabelImage", fragile)
+    poly = polygons(0)
+    poly["objects"].append({"label": "rider", "polygon": [[1, 1], [4, 1], [2, 4]]})
+    write_labels(folder, f"{stem(0)}_gtFine", poly, png=False)
+    with pytest.raises(ValueError, match=rf"{stem(0)}_gtFine_polygons\.json: the official rasteriser"):
+        Cityscapes(root, "train", "fine")[0]
+    skipping = Cityscapes(root, "train", "fine", on_error="skip")
+    with pytest.warns(UserWarning, match="official rasteriser"):
+        assert skipping.verify() == 1
+    assert [path.name for path, _ in skipping.skipped] == [f"{stem(0)}_leftImg8bit.png"]
+
+
+@pytest.mark.parametrize("reader", ["cityscapes", "ade20k"])
+def test_jpeg_bytes_under_a_png_name_are_refused(tmp_path, reader):
+    # JPEG decodes without error; on a 64×128 label 384 of 8192 pixels changed class, some to classes the
+    # label never had. Only the file's format gives it away.
+    if reader == "cityscapes":
+        root = make_cityscapes(tmp_path / "cs", n=1, splits=("val",))
+        label = root / "gtFine" / "val" / CITY / f"{stem(0)}_gtFine_labelIds.png"
+        dataset = lambda: Cityscapes(root, "val")  # noqa: E731
+    else:
+        root = make_ade(tmp_path / "ade", "validation", n=1)
+        label = next((root / "ADEChallengeData2016" / "annotations" / "validation").glob("*.png"))
+        dataset = lambda: ADE20K(root, "validation")  # noqa: E731
+    ids = read_png(label).copy()
+    Image.fromarray(ids).save(label, format="JPEG", quality=75)
+    with pytest.raises(ValueError, match=rf"{label.name}: label image holds JPEG data"):
+        dataset()[0]

@@ -61,3 +61,15 @@ def test_perfect_and_bad_input():
         evaluate(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[0, 7]]), 3)
     with pytest.raises(ValueError, match="shape"):
         evaluate(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long), 3)
+
+
+def test_nothing_to_score_is_a_status_not_just_nan():
+    # An all-ignored val set gave NaN metrics, which the tables could not tell from a diverged run.
+    from armlib.metrics import NOTHING_TO_SCORE
+
+    cm = ConfusionMatrix(3)
+    cm.update(torch.zeros(2, 4, 4, dtype=torch.long), torch.full((2, 4, 4), 255))
+    got = cm.compute()
+    assert got["status"] == NOTHING_TO_SCORE and got["pixels"] == 0 and math.isnan(got["mIoU"])
+    ok = evaluate(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 255], [1, 255]]]), 3)
+    assert ok["status"] == "ok" and ok["pixels"] == 2

@@ -99,10 +99,15 @@ class PairedSegmentationDataset(Dataset):
         try:
             with Image.open(path) as img:
                 img.load()
-                mode = img.mode
+                mode, kind = img.mode, img.format
                 array = np.array(img)  # a writable copy: torch.from_numpy warns on read-only arrays
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise ValueError(f"{path}: cannot decode label image ({exc}); expected a readable PNG") from exc
+        # Lossy bytes under a .png name decode without error, but the compression has moved ids at every
+        # edge (a 64×128 Cityscapes label: 384 pixels changed class, some to classes it never had).
+        if kind == "JPEG" or (Path(path).suffix.lower() == ".png" and kind not in ("PNG", None)):
+            raise ValueError(f"{path}: label image holds {kind} data (lossy compression alters label ids); "
+                             "expected a lossless PNG of label ids")
         if mode not in ("L", "P") or array.ndim != 2:
             raise ValueError(f"{path}: label image has mode {mode} with shape {array.shape}; expected a "
                              "single-channel 8-bit PNG of label ids (mode L)")

@@ -10,6 +10,7 @@ and 255 for everything ignored (the table's 255 and -1 train ids both become 255
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def rasterise_polygons(polygons: Mapping | str | Path, encoding: str = "ids",
     ``polygons`` is a path, JSON text or the parsed dict ``{imgHeight, imgWidth, objects: [{label, polygon}]}``.
     ``encoding`` is ``"ids"`` (mode L, label ids), ``"trainIds"`` (mode L) or ``"color"`` (RGBA, the
     official ``*_color.png``). Objects are filled in list order, later over earlier, background
-    'unlabeled', exactly as ``json2labelImg`` does. Raises ``ValueError`` naming ``source`` (default: the
+    'unlabeled', exactly as ``json2labelImg`` does, except that an object with fewer than 2 points (which
+    the official code crashes on) is skipped with a warning. Raises ``ValueError`` naming ``source`` (default: the
     path) on unreadable JSON, a missing field, or a label name not in the official table.
     """
     if encoding not in ("ids", "trainIds", "color"):
@@ -127,9 +129,21 @@ def rasterise_polygons(polygons: Mapping | str | Path, encoding: str = "ids",
     unknown = sorted({name for name in names if _official_label_name(name) is None})
     if unknown:
         raise ValueError(f"{source}: labels {unknown} are not in the official Cityscapes table")
+    # PIL cannot draw fewer than 2 points: the official createLabelImage (cityscapesscripts 2.3.0) then prints
+    # "Failed to draw polygon" and re-raises PIL's TypeError, naming no file. Such an object covers no pixel,
+    # so it is dropped with a warning; 2 points the official code draws as a line, and so do we.
+    empty = [name for obj, name in zip(objects, names) if len(obj["polygon"]) < 2]
+    if empty:
+        warnings.warn(f"{source}: skipped {len(empty)} object(s) with fewer than 2 polygon points "
+                      f"({', '.join(sorted(set(empty)))}): nothing to draw", stacklevel=2)
+        data["objects"] = [obj for obj in objects if len(obj["polygon"]) >= 2]
+        text = json.dumps(data)
     annotation = Annotation()
     annotation.fromJsonText(text)
-    return createLabelImage(annotation, encoding)
+    try:
+        return createLabelImage(annotation, encoding)
+    except (TypeError, ValueError) as exc:  # whatever else PIL refuses to draw: name the file
+        raise ValueError(f"{source}: the official rasteriser cannot draw this polygon file ({exc})") from exc
 
 
 def polygons_to_label_ids(polygons: Mapping | str | Path, source: object | None = None) -> np.ndarray:

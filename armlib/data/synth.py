@@ -37,6 +37,7 @@ from PIL import Image
 from armlib.data.coarse import DEFAULT_NOISE, CoarseParams, CoarseStatsAccumulator, simulate_coarse
 from armlib.data.labels import label_ids_to_train_ids, rasterise_polygons
 from armlib.data.scenes import SCENE_LABELS, render_scene, sample_scene
+from armlib.errors import UsageError, check_out_folder
 
 __all__ = ["generate", "ensure_synthetic", "add_arguments", "run", "DEFAULT_SIZE", "SYNTH_VERSION"]
 
@@ -192,9 +193,11 @@ def generate(out_dir: str | Path, seed: int, n_train: int, n_val: int, noise: fl
         {coverage, agreement, boundary_band_px, pixels, images}}, "seconds"}``.
     """
     params = _params(seed, n_train, n_val, noise, size, city)
-    out_dir = Path(out_dir)
+    out_dir = check_out_folder(out_dir, "out_dir")  # a file there failed only after every image was written
     height, width = params["size"]
     total = n_train + n_val
+    if total == 0:
+        raise UsageError("n_train and n_val are both 0: nothing to generate (expected at least one image)")
     workers = _default_workers(total) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -300,14 +303,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``armlib synth``: generate, then print where it went and the coarse-label statistics."""
+    check_out_folder(args.out, "--out")
+    if args.n_train == 0 and args.n_val == 0:
+        raise UsageError("--n-train and --n-val are both 0: nothing to generate (expected at least one image)")
     summary = generate(args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val, noise=args.noise,
                        size=args.size, city=args.city, workers=args.workers)
     height, width = summary["params"]["size"]
     print(f"wrote {args.n_train} train + {args.n_val} val images ({height}x{width}, noise {args.noise}) "
           f"to {args.out} in {summary['seconds']:.1f} s")
     print(f"{'split':<6} {'coverage':>9} {'agreement':>10} {'boundary_band_px':>17}")
-    for split, stats in summary["stats"].items():
-        print(f"{split:<6} {stats['coverage']:>9.3f} {stats['agreement']:>10.3f} {stats['boundary_band_px']:>17.2f}")
+    for split, stats in summary["stats"].items():  # an empty split has null statistics
+        cells = [("-" if stats[k] is None else f"{stats[k]:.{d}f}").rjust(w)
+                 for k, d, w in (("coverage", 3, 9), ("agreement", 3, 10), ("boundary_band_px", 2, 17))]
+        print(f"{split:<6} {' '.join(cells)}")
     return 0
 
 
