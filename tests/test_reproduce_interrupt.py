@@ -44,13 +44,14 @@ def reproduce(tmp: Path, data_root: Path, *extra) -> subprocess.CompletedProcess
 
 
 def result_files(out: Path) -> dict:
-    """Every result file's content, wall times and the timing sentence left out."""
+    """Every result file's content; wall times, the timing sentence and the git revision (provenance, which a
+    commit made while the tests run changes) left out."""
     files = {}
     for p in sorted((out / "results").iterdir()):
         if p.suffix == ".json":
             meta = json.loads(p.read_text())
             files[p.name] = {k: v for k, v in meta.items()
-                             if "time" not in k and not (meta.get("key") == "training" and k == "finding")}
+                             if "time" not in k and k != "git_revision" and not (meta.get("key") == "training" and k == "finding")}
         else:
             files[p.name] = p.read_text()
     assert any(name.startswith("claims_") for name in files)
