@@ -5,17 +5,28 @@ live in a folder named by content (:func:`experiment_id`), so rows that mean the
 tables share their runs, and a changed config or trainer trains anew instead of reusing a stale record.
 
 Runs are separate ``armlib train`` processes (isolated threads, memory and CUDA context), several at
-once where the hardware allows, and a run whose ``record.json`` exists is skipped: an interrupted
-reproduction resumes where it stopped.
+once where the hardware allows (:func:`execute`): from a thread pool on this machine (the default), or as
+submitit jobs, locally or on SLURM. A run whose ``record.json`` exists is skipped and one with only a
+``checkpoint.pt`` resumes from it, so an interrupted reproduction continues where it stopped and ends
+with the same metrics (training is deterministic on CPU). A lock file in the runs folder keeps two
+reproductions from training into the same folders.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.runs import RECORD, run_key
+from armlib.runs import CHECKPOINT, RECORD, run_key
 from armlib.sections import ROW_DEFAULTS, Scale, get_scale, get_section, table_rows
 
 
@@ -106,38 +117,246 @@ def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path
     return collect(runs)
 
 
+# -- executing runs ----------------------------------------------------------------------------------------
+
+EXECUTORS = ("pool", "submitit-local", "slurm")
+LOCK_NAME = ".lock"
+_HELD_LOCKS = "ARMLIB_HELD_RUNS_LOCKS"   # lock files an ancestor process holds (os.pathsep-separated)
+
+
+class RunsFolderBusy(RuntimeError):
+    """Another process (an ``armlib reproduce``) holds the runs folder's lock."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Resources of one training job under submitit (``--executor submitit-local|slurm``)."""
+
+    partition: str | None = None     # SLURM partition (None: the cluster's default)
+    gpus_per_run: int = 0            # GPUs of one run, on one node (the paper scale uses them all through torchrun)
+    cpus_per_run: int | None = None  # CPU cores of one run (None: the scheduler's default)
+    timeout_min: int = 24 * 60       # wall-clock limit of one job; a run past it resumes from its checkpoint
+    poll_s: float | None = None      # seconds between state checks (None: 1 locally, 20 on SLURM)
+
+
+@contextmanager
+def runs_lock(folder: str | Path):
+    """Hold ``<folder>/.lock`` (an exclusive ``flock``) for the duration; reentrant in a process and its children.
+
+    The OS drops a ``flock`` when its holder dies, however it dies (SIGKILL, OOM, a crashed node), so a lock
+    never goes stale and needs no cleaning by hand; a PID file could not tell a dead holder from a live one
+    (PIDs are reused, and a PID means nothing on another host sharing the folder).
+
+    Raises:
+        RunsFolderBusy: the lock is held by another process; the message names it.
+    """
+    path = Path(folder) / LOCK_NAME
+    held = [p for p in os.environ.get(_HELD_LOCKS, "").split(os.pathsep) if p]
+    if str(path) in held:   # our own reproduce: its notebook kernels call execute() again
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunsFolderBusy(f"{path.parent} is in use by {holder}; wait for it to end, or pass another "
+                             "--runs-dir") from None
+    try:
+        f.truncate(0)
+        f.write(f"armlib pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        os.environ[_HELD_LOCKS] = os.pathsep.join(held + [str(path)])
+        yield
+    finally:
+        os.environ[_HELD_LOCKS] = os.pathsep.join(held)
+        if not held:
+            del os.environ[_HELD_LOCKS]
+        f.close()   # releases the flock
+
+
 def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs=None,
-            progress=True, desc="runs") -> None:
-    """Run every missing run (deduplicated by directory), ``jobs`` at a time, with a progress bar."""
-    todo = {str(r.out): r for r in runs if not r.record_path.exists()}
+            progress=True, desc="runs", executor: str = "pool", cluster: ClusterOptions | None = None) -> None:
+    """Run every run without a record (deduplicated by directory), ``jobs`` at a time, with a progress bar.
+
+    A run folder holding a checkpoint but no record (an interrupted run) is resumed from it. Each run's
+    ``train.log`` gets one header line per attempt and is appended to, never overwritten.
+
+    Args:
+        executor: "pool" (default): ``armlib train`` processes from a thread pool on this machine;
+            "submitit-local" / "slurm": one submitit job per run (a SLURM job array, ``jobs`` at once).
+        cluster: resources of a submitit job; ignored by "pool".
+
+    Raises:
+        RunsFolderBusy: another process is executing into the same runs folder.
+        FileNotFoundError: a real dataset is missing or not laid out as expected (checked before any run).
+        RuntimeError: some runs failed; the message lists their logs. The others ran to the end.
+        KeyboardInterrupt / SystemExit: re-raised after every training process started here has been stopped.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    unique = {str(r.out): r for r in runs}
+    todo = {k: r for k, r in unique.items() if not r.record_path.exists()}
+    resumed = sum((r.out / CHECKPOINT).exists() for r in todo.values())
+    if progress:   # the run store at work: a changed config or trainer shows up here as runs to train
+        tqdm.write(f"{desc}: {len(unique) - len(todo)} of {len(unique)} run(s) reused (record exists), "
+                   f"{resumed} to resume from a checkpoint, {len(todo) - resumed} to train")
     if not todo:
         return
-    _prepare_data(list(todo.values()), scale, data_root)
-    jobs = max(1, jobs or scale.jobs)
-    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
-    bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
-    failures = []
+    with contextlib.ExitStack() as stack:
+        for folder in sorted({r.out.parent for r in todo.values()}):
+            stack.enter_context(runs_lock(folder))
+        todo = {k: r for k, r in todo.items() if not r.record_path.exists()}   # finished while we waited
+        _prepare_data(list(todo.values()), scale, data_root)
+        jobs = max(1, jobs or scale.jobs)
+        bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
+        failures: list[Run] = []
 
-    def launch(i_run):
-        i, r = i_run
+        def finished(r: Run, ok: bool) -> None:
+            if not ok:
+                failures.append(r)
+                bar.set_postfix(failed=len(failures))
+            bar.update(1)
+
+        try:
+            if executor == "pool":
+                _run_pool(list(todo.values()), scale, data_root, device, jobs, finished)
+            else:
+                _run_submitit(list(todo.values()), scale, data_root, device, jobs, finished,
+                              executor, cluster or ClusterOptions())
+        finally:
+            bar.close()
+    if failures:
+        logs = "\n".join(f"  {r.out / 'train.log'}" for r in failures)
+        raise RuntimeError(f"{len(failures)} of {len(todo)} run(s) failed; see their logs:\n{logs}")
+
+
+def _run_pool(runs: list[Run], scale: Scale, data_root, device, jobs: int, finished) -> None:
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    children = _Children()
+
+    def launch(i: int, r: Run) -> None:
         env = dict(os.environ)
         if gpus > 1 and scale.name != "paper":
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)   # one independent run per GPU, round robin
-        ok = _train(r, scale, data_root, device, env, gpus)
-        bar.update(1)
-        if not ok:
-            failures.append(r)
+        ok = _train(r, scale, data_root, device, env, gpus, children)
+        if ok is not None:   # None: stopped by an interrupt, neither done nor failed
+            finished(r, ok)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(launch, enumerate(todo.values())))
-    bar.close()
-    if failures:
-        logs = "\n".join(f"  {r.out / 'train.log'}" for r in failures)
-        raise RuntimeError(f"{len(failures)} run(s) failed; see their logs:\n{logs}")
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for future in [pool.submit(launch, i, r) for i, r in enumerate(runs)]:
+            future.result()
+    except BaseException:
+        children.stop()   # before the pool's shutdown, which waits for them
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_submitit(runs: list[Run], scale: Scale, data_root, device, jobs: int, finished, executor: str,
+                  cluster: ClusterOptions) -> None:
+    """One submitit job per run. On SLURM the runs go in one job array (``jobs`` at once, the scheduler
+    queues the rest); locally submitit has no queue, so a job is submitted when a slot frees."""
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError(f"--executor {executor} needs submitit: pip install submitit") from None
+    folder = runs[0].out.parent / ".submitit"
+    ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm" if executor == "slurm" else "local")
+    params = {"timeout_min": cluster.timeout_min, "gpus_per_node": cluster.gpus_per_run, "nodes": 1,
+              "tasks_per_node": 1, "name": "armlib-train"}
+    if cluster.cpus_per_run:
+        params["cpus_per_task"] = cluster.cpus_per_run
+    if executor == "slurm":
+        params["slurm_array_parallelism"] = jobs
+        if cluster.partition:
+            params["slurm_partition"] = cluster.partition
+    ex.update_parameters(**params)
+    poll = cluster.poll_s or (20.0 if executor == "slurm" else 0.5)
+    pending = list(runs)
+    running: dict = {}   # job -> run
+    try:
+        if executor == "slurm":
+            running = dict(zip(ex.map_array(_job, pending, [scale] * len(pending), [str(data_root)] * len(pending),
+                                            [device] * len(pending)), pending))
+            pending = []
+        while pending or running:
+            while pending and len(running) < jobs:
+                r = pending.pop(0)
+                running[ex.submit(_job, r, scale, str(data_root), device)] = r
+            for job in [j for j in running if j.done()]:
+                r = running.pop(job)
+                try:
+                    ok = bool(job.result())
+                except Exception as exc:   # the job itself died (node failure, timeout): a failed run
+                    last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                    _append_log(r.out / "train.log", f"=== submitit job {job.job_id} failed: {last}")
+                    ok = False
+                finished(r, ok)
+            time.sleep(poll if running else 0)
+    except BaseException:
+        if executor != "slurm":   # a cluster's jobs are the scheduler's; local ones die with us
+            for job in running:
+                job.cancel()   # SIGINT: the job stops its `armlib train` (see _run_child)
+        raise
+
+
+def _job(r: Run, scale: Scale, data_root: str, device: str) -> bool:
+    """A submitit job: one run on whatever node the scheduler chose (its GPUs counted there)."""
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    return bool(_train(r, scale, data_root, device, dict(os.environ), gpus))
+
+
+class _Children:
+    """The live ``armlib train`` processes of one execute(), so an interrupt stops them all."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, cmd: list[str], **kwargs) -> subprocess.Popen | None:
+        with self.lock:   # no process may start after stop() has looked at the set
+            if self.stopping:
+                return None
+            # own session: a terminal's Ctrl-C reaches only reproduce, which then stops each run cleanly
+            proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+            self.procs.add(proc)
+            return proc
+
+    def forget(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        _stop_processes(procs, grace_s)
+
+
+def _stop_processes(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM each process group (torchrun's workers too), SIGKILL what is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, sig)
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        if all(p.poll() is not None for p in procs):
+            return
 
 
 def _command(r: Run, scale: Scale, data_root, device, gpus: int) -> list[str]:
-    args = ["train", "--config", str(scale.config_for(r.spec)), "--out", str(r.out)]
+    # --resume: continues from checkpoint.pt when an earlier attempt left one, starts afresh otherwise
+    args = ["train", "--config", str(scale.config_for(r.spec)), "--out", str(r.out), "--resume"]
     settings = {**overrides(r.spec, scale, data_root), "seed": r.seed, "device": device, "quiet": True}
     if scale.threads:
         settings["threads"] = scale.threads
@@ -151,23 +370,48 @@ def _yaml_value(v) -> str:
     return json.dumps(v) if isinstance(v, (bool, list, tuple)) or v is None else str(v)
 
 
-def _train(r: Run, scale: Scale, data_root, device, env, gpus) -> bool:
-    """One training process. A run that diverged (NaN loss) is a result, not a failure: the paper
-    reports such rows as NaN (Table 2), so we record NaN metrics for it."""
+def _append_log(path: Path, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
+def _train(r: Run, scale: Scale, data_root, device, env, gpus, children: _Children | None = None) -> bool | None:
+    """One training attempt; True when the run has its record, False when it failed, None when ``children``
+    was stopped. A run that diverged (NaN loss) is a result, not a failure: the paper reports such rows as
+    NaN (Table 2), so we record NaN metrics for it."""
     r.out.mkdir(parents=True, exist_ok=True)
     log = r.out / "train.log"
-    with open(log, "w") as f:
-        proc = subprocess.run(_command(r, scale, data_root, device, gpus), stdout=f, stderr=subprocess.STDOUT,
-                              env=env, cwd=REPO_ROOT)
-    if proc.returncode == 0 and r.record_path.exists():
+    cmd = _command(r, scale, data_root, device, gpus)
+    ckpt = r.out / "checkpoint.pt"
+    start = log.stat().st_size if log.exists() else 0   # this attempt's output begins here
+    _append_log(log, f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
+                     f"{'resuming from ' + ckpt.name if ckpt.exists() else 'fresh start'}: {shlex.join(cmd)}")
+    children = children or _Children()
+    with open(log, "ab") as f:
+        proc = children.start(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        if proc is None:
+            return None
+        try:
+            code = proc.wait()
+        finally:   # an exception here (KeyboardInterrupt in a submitit job) must not orphan the run
+            if proc.poll() is None:
+                _stop_processes([proc])
+            children.forget(proc)
+    if children.stopping:
+        _append_log(log, f"=== stopped (interrupted), exit code {code}; the next attempt resumes")
+        return None
+    if code == 0 and r.record_path.exists():
         return True
-    text = log.read_text(errors="replace")
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
     if "FloatingPointError" in text:
         atomic_write_text(r.record_path, json.dumps({
             "status": "diverged", "seed": r.seed, "spec": r.spec,
             "metrics": {"aAcc": math.nan, "mAcc": math.nan, "mIoU": math.nan},
             "message": text.strip().splitlines()[-1]}, indent=1))
         return True
+    _append_log(log, f"=== failed with exit code {code}")
     return False
 
 
@@ -179,10 +423,51 @@ def run_config(r: Run, scale: Scale, data_root="data"):
                        [f"{k}={_yaml_value(v)}" for k, v in overrides(r.spec, scale, data_root).items()])
 
 
+def expected_data_folders(cfg) -> list[Path]:
+    """The folders a real-data run reads (train split of its annotation, and val); [] for synthetic data."""
+    root = resolve(cfg.data_root)
+    if cfg.dataset == "cityscapes":
+        from armlib.data.cityscapes import cityscapes_paths
+
+        folders = []
+        for split in ("train", "val"):
+            image_split, labels = cityscapes_paths(split, cfg.annotation)
+            folders += [root / "leftImg8bit" / image_split, root / labels / image_split]
+        return folders
+    if cfg.dataset == "ade20k":
+        from armlib.data.ade20k import _FOLDER, SPLITS
+
+        base = root if root.name == _FOLDER or not (root / _FOLDER).is_dir() else root / _FOLDER
+        return [base / kind / split for split in SPLITS for kind in ("images", "annotations")]
+    return []
+
+
+def check_data(runs: list[Run], scale: Scale, data_root) -> None:
+    """Check, before any run starts, that every real dataset the runs read is laid out as expected.
+
+    Raises:
+        FileNotFoundError: one line naming the missing folders and what ``--data-root`` must hold.
+    """
+    missing: dict[Path, None] = {}
+    for r in runs:
+        for folder in expected_data_folders(run_config(r, scale, data_root)):
+            if not folder.is_dir():
+                missing[folder] = None
+    if missing:
+        # the common slip: naming the dataset folder itself, which then looks for cityscapes/cityscapes/
+        hint = (f" (--data-root {data_root} names a dataset folder: pass its parent)"
+                if resolve(data_root).name in ("cityscapes", "ade20k") else "")
+        raise FileNotFoundError(
+            f"data not found: missing {', '.join(str(p) for p in missing)}; --data-root must be the folder that "
+            f"holds cityscapes/ (leftImg8bit/, gtFine/, gtCoarse/) and optionally ade20k/, see data/README.md{hint}")
+
+
 def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
-    """Generate each synthetic dataset once, before parallel runs could race to create it."""
+    """Check real datasets, then generate each synthetic dataset once, before parallel runs could race to
+    create it."""
     from armlib.data.loading import prepare_data
 
+    check_data(runs, scale, data_root)
     seen = set()
     for r in runs:
         cfg = run_config(r, scale, data_root)

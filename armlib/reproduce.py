@@ -2,20 +2,24 @@
 
 Order matters for speed: all runs of all selected notebooks are planned first and executed in one pool
 (``jobs`` at a time), so parallel hardware stays busy across tables; the notebooks then find their
-runs' records and only evaluate, summarise and plot. Re-running skips every run whose record exists.
+runs' records and only evaluate, summarise and plot. Re-running skips every run whose record exists and
+resumes one that left a checkpoint; Ctrl-C or SIGTERM stops every training process first. ``--dry-run``
+checks the data and prints the plan; ``--executor submitit-local|slurm`` sends the runs through submitit.
 
 `armlib goldens` writes the smoke-scale copies of the notebooks that nbval checks in ``make test``.
 """
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
-from armlib.sections import SECTION_KEYS
+from armlib.sections import SECTION_KEYS, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
@@ -37,25 +41,65 @@ def select(only: list[str] | None) -> list[str]:
 
 def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: str = "data",
               out_dir: str = "reports", runs_dir: str = "runs", device: str = "auto", seeds=None,
-              jobs: int | None = None, progress: bool = True) -> Path:
-    """Run the selected notebooks at ``scale`` and render ``<out_dir>/index.html``; return its path."""
+              jobs: int | None = None, progress: bool = True, executor: str = "pool",
+              cluster=None) -> Path:
+    """Run the selected notebooks at ``scale`` and render ``<out_dir>/index.html``; return its path.
+
+    Holds ``<runs_dir>/<scale>/.lock`` throughout (:func:`armlib.experiments.runs_lock`), so a second
+    reproduction into the same runs folder is refused instead of training into the same run folders.
+    ``executor`` and ``cluster`` choose where the training runs go (:func:`armlib.experiments.execute`).
+
+    Raises:
+        armlib.experiments.RunsFolderBusy, FileNotFoundError (missing data), RuntimeError (failed runs),
+        ValueError (unknown notebook or scale).
+    """
     import papermill
 
-    from armlib import report, tables
+    from armlib import experiments, report, tables
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
               "runs_dir": runs_dir, "jobs": jobs}
-    runs = tables.train_all(keys, **{k: v for k, v in params.items() if k != "out_dir"}, progress=progress)
-    tables.write_training_meta(runs, scale, out_dir)
-    executed = resolve(out_dir) / "executed"
-    executed.mkdir(parents=True, exist_ok=True)
-    for key in tqdm(keys, desc="notebooks", unit="nb", disable=not progress):
-        start = time.perf_counter()
-        papermill.execute_notebook(str(notebook_path(key)), str(executed / f"{key}.ipynb"), parameters=params,
-                                   cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
-        tqdm.write(f"{key}: {time.perf_counter() - start:.0f} s") if progress else None
-    return report.render(out_dir)
+    sc = get_scale(scale)
+    with experiments.runs_lock(resolve(runs_dir) / scale):
+        runs = experiments.plan_sections(keys, sc, runs_dir, seeds, data_root)
+        experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
+                            desc="training runs", executor=executor, cluster=cluster)
+        tables.write_training_meta(runs, scale, out_dir)
+        executed = resolve(out_dir) / "executed"
+        executed.mkdir(parents=True, exist_ok=True)
+        for key in tqdm(keys, desc="notebooks", unit="nb", disable=not progress):
+            start = time.perf_counter()
+            papermill.execute_notebook(str(notebook_path(key)), str(executed / f"{key}.ipynb"), parameters=params,
+                                       cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
+            tqdm.write(f"{key}: {time.perf_counter() - start:.0f} s") if progress else None
+        return report.render(out_dir)
+
+
+def plan_text(scale: str = "quick", only: list[str] | None = None, data_root: str = "data",
+              out_dir: str = "reports", runs_dir: str = "runs", seeds=None) -> str:
+    """What ``reproduce`` would do, without training or generating data: one line per planned run (done,
+    to resume from its checkpoint, or to train) and the notebooks.
+
+    Raises:
+        FileNotFoundError: a real dataset the plan needs is missing (the same check ``reproduce`` makes first).
+    """
+    from armlib import experiments
+
+    keys = select(only)
+    sc = get_scale(scale)
+    runs = experiments.plan_sections(keys, sc, runs_dir, seeds, data_root)
+    experiments.check_data(runs, sc, data_root)
+    state = {r.out: "done" if r.record_path.exists() else "resume" if (r.out / "checkpoint.pt").exists()
+             else "train" for r in runs}
+    counts = {s: list(state.values()).count(s) for s in ("done", "resume", "train")}
+    synthetic = sc.dataset == "synth"
+    lines = [f"scale {scale}: {len(runs)} run(s) in {resolve(runs_dir) / scale} "
+             f"({counts['done']} done, {counts['resume']} to resume, {counts['train']} to train); "
+             f"data under {resolve(data_root)}: " + ("synthetic, generated on first use" if synthetic else "found")]
+    lines += [f"  {state[r.out]:<6} {r.row:<24} seed {r.seed}  {r.out.name}" for r in runs]
+    lines.append(f"notebooks -> {resolve(out_dir) / 'executed'}: {' '.join(keys)}")
+    return "\n".join(lines)
 
 
 def make_goldens(only: list[str] | None = None) -> list[Path]:
@@ -94,17 +138,66 @@ def tidy_golden(path: Path) -> None:
 def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="quick", choices=["smoke", "quick", "gpu", "paper"])
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"run only these of {NOTEBOOKS}")
-    parser.add_argument("--data-root", default="data", help="datasets (relative paths: from the repo root)")
+    parser.add_argument("--data-root", default="data",
+                        help="datasets: synthetic sets go here; real ones in DIR/cityscapes/ and DIR/ade20k/ "
+                             "(relative paths: from the repo root)")
     parser.add_argument("--out-dir", default="reports", help="report, results/ and figures/ go here")
     parser.add_argument("--runs-dir", default="runs", help="one folder per training run")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     parser.add_argument("--jobs", type=int, help="training runs at once (default: the scale's)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the data, print the planned runs and notebooks, train nothing")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    cluster = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib "
+                                        "train` processes on this machine; 'submitit-local' and 'slurm' submit "
+                                        "one submitit job per run (on SLURM one job array, --jobs at once)")
+    cluster.add_argument("--executor", default="pool", choices=["pool", "submitit-local", "slurm"])
+    cluster.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    cluster.add_argument("--gpus-per-run", type=int, default=0, metavar="N", help="GPUs per run (submitit)")
+    cluster.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (submitit)")
+    cluster.add_argument("--timeout-min", type=int, default=24 * 60, metavar="MIN",
+                         help="time limit of one job (submitit); a rerun resumes from the run's checkpoint")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path is the same."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
 
 
 def run_reproduce(args) -> int:
-    index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
-                      args.seeds, args.jobs)
+    """``armlib reproduce``: 0 with the report's path; 1 with one error line; 128 + signal when interrupted."""
+    from armlib import experiments
+
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_interrupted) for s in handled}
+    try:
+        if args.dry_run:
+            print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
+            return 0
+        cluster = experiments.ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
+                                             cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
+        index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
+                          args.seeds, args.jobs, executor=args.executor, cluster=cluster)
+    except KeyboardInterrupt as exc:
+        print(f"armlib reproduce: interrupted ({exc.args[0] if exc.args else 'SIGINT'}); every training run was "
+              "stopped; the same command resumes", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    except (experiments.RunsFolderBusy, FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
+        if args.debug:
+            raise
+        print(f"armlib reproduce: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     print(f"report: {index}")
     return 0
 

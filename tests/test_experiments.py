@@ -1,11 +1,14 @@
 """Experiment grids: every table cell is a valid config, shared rows share runs, runs resume and diverge."""
 import json
+import os
+import subprocess
 import sys
 
 import pytest
 
 from armlib import experiments as ex
 from armlib.config import load_config
+from armlib.paths import REPO_ROOT
 from armlib.reproduce import NOTEBOOKS, select
 from armlib.tables import all_runs
 
@@ -87,3 +90,43 @@ def test_a_crashed_run_fails_loudly_naming_its_log(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="train.log"):
         ex.execute(runs, sc, progress=False)
     assert not runs[0].record_path.exists()
+
+
+def test_logs_append_one_header_per_attempt_and_failures_show_in_the_bar(tmp_path, monkeypatch, capsys):
+    sc, runs = fake_runs(tmp_path, 1)
+    assert "--resume" in ex._command(runs[0], sc, tmp_path, "cpu", 0)   # a checkpoint left behind is resumed
+    monkeypatch.setattr(ex, "_command", lambda *a: [sys.executable, "-c", "print('attempt'); raise SystemExit(3)"])
+    monkeypatch.setattr(ex, "_prepare_data", lambda *a: None)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="1 of 1 run"):
+            ex.execute(runs, sc, progress=True)
+    assert "failed=1" in capsys.readouterr().err
+    log = (runs[0].out / "train.log").read_text()
+    assert log.count("fresh start") == 2 and log.count("attempt\n") == 2 and log.count("exit code 3") == 2
+
+
+def test_a_second_holder_of_the_runs_folder_is_refused_and_a_dead_one_releases_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from armlib.experiments import runs_lock\n"
+                               f"with runs_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ex.RunsFolderBusy, match=f"in use by armlib pid {holder.pid} on"):
+            with ex.runs_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()   # SIGKILL: no cleanup code runs, the OS releases the lock
+        holder.wait()
+    with ex.runs_lock(tmp_path):
+        with ex.runs_lock(tmp_path):   # reentrant (notebook kernels of a reproduce)
+            pass
+
+
+def test_missing_real_data_is_named_before_any_run(tmp_path):
+    paper = ex.get_scale("paper")
+    runs = ex.plan("table1", paper, tmp_path / "runs", data_root=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"cityscapes/cityscapes/leftImg8bit/train.*pass its parent"):
+        ex.check_data(runs, paper, tmp_path / "cityscapes")
+    for folder in ("leftImg8bit/train", "leftImg8bit/val", "gtCoarse/train", "gtFine/val"):
+        (tmp_path / "cityscapes" / folder).mkdir(parents=True)
+    ex.check_data(runs, paper, tmp_path)
