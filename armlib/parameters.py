@@ -36,7 +36,7 @@ def _int(value, name: str, minimum: int) -> int:
 
 
 def parse_seeds(value, name: str = "seeds") -> list[int] | None:
-    """Training seeds from a notebook parameter: None (the scale's own), an int, a list/tuple of ints (or
+    """Training seeds from a notebook parameter: None (the scale's own), an int, a list/tuple/range of ints (or
     of digit strings), or a string ``"0,1"`` / ``"0 1"`` / ``"[0, 1]"``. Returns a list of distinct
     non-negative ints in the given order, or None.
 
@@ -54,8 +54,8 @@ def parse_seeds(value, name: str = "seeds") -> list[int] | None:
             return None
         text = text[1:-1] if text[:1] + text[-1:] in ("[]", "()") else text
         items: Iterable = [part for part in _SEPARATORS.split(text) if part]
-    elif isinstance(value, (list, tuple)):
-        items = value
+    elif isinstance(value, (list, tuple, range)):
+        items = list(value)
     else:
         items = [value]
     seeds = [_int(item, f"{name}={value!r}", 0) for item in items]

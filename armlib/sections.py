@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from armlib.parameters import parse_seeds
 from armlib.paths import CONFIG_DIR, resolve
 
 
@@ -39,6 +40,7 @@ class Scale:
     def seeds_for(self, row_name: str, table: str, seeds=None) -> tuple[int, ...]:
         """The seeds a row runs with: ``seeds`` when given (``--seeds``), else the primary seeds for a row
         that a primary claim compares, else the scale's seeds."""
+        seeds = parse_seeds(seeds)   # papermill passes "0,1" from a command line without -y
         if seeds is not None:
             return tuple(seeds)
         if self.primary_seeds is not None and (table, row_name) in primary_rows():

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from armlib import analysis, experiments, holder, results, sections, stats
+from armlib.parameters import parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, versions
 from armlib.sections import get_scale, get_section
@@ -37,6 +38,7 @@ def finish(key: str, claims: pd.DataFrame, started: float, scale: str, seeds=Non
     """Write ``results/meta_<key>.json`` (provenance + finding) and return the finding sentence."""
     text = finding(claims)
     sc = get_scale(scale)
+    seeds = parse_seeds(seeds)
     meta = {"key": key, "scale": scale, "seeds": list(sc.seeds if seeds is None else seeds),
             "primary_seeds": list(sc.primary_seeds or sc.seeds) if seeds is None else list(seeds),
             "data": _data_description(scale, data_root), "wall_time_s": time.perf_counter() - started,

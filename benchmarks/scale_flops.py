@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import MARKDOWN, RESULTS_DIR, flop_counter, replace_block, write_json  # noqa: E402
 
-from armlib import experiments, tables  # noqa: E402
+from armlib import experiments, sections  # noqa: E402
 from armlib.models import build_model  # noqa: E402
 from armlib.reproduce import NOTEBOOKS  # noqa: E402
 from armlib.data.loading import class_names  # noqa: E402
@@ -78,8 +78,8 @@ def smp_step_flops(encoder: str, output_stride: int, batch: int, crop: list[int]
 
 def scale_flops(scale: str, data_root: str = "data") -> dict:
     """Every run of ``scale`` with its training FLOPs; totals by model."""
-    sc = experiments.get_scale(scale)
-    runs = tables.all_runs(NOTEBOOKS, scale, None, "runs", data_root)
+    sc = sections.get_scale(scale)
+    runs = experiments.plan_sections(NOTEBOOKS, sc, "runs", None, data_root)
     per_run, by_model = [], Counter()
     for r in runs:
         cfg = experiments.run_config(r, sc, data_root)
@@ -140,7 +140,7 @@ def render(result: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scales", nargs="+", default=["smoke", "quick", "gpu"],
-                   choices=[s for s in experiments.SCALES if s != "paper"],
+                   choices=[s for s in sections.SCALES if s != "paper"],
                    help="scales to count (paper needs the real data's configs)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--markdown", type=Path, default=MARKDOWN)

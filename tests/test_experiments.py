@@ -10,38 +10,77 @@ from armlib import experiments as ex
 from armlib.config import load_config
 from armlib.paths import REPO_ROOT
 from armlib.reproduce import NOTEBOOKS, select
-from armlib.tables import all_runs
+from armlib import sections as sx
+from armlib.runs import NOT_IN_KEY, run_key
 
 
-@pytest.mark.parametrize("scale", list(ex.SCALES))
-@pytest.mark.parametrize("table", list(ex.TABLES) + ["table6", "noise_sweep"])
+@pytest.mark.parametrize("scale", list(sx.SCALES))
+@pytest.mark.parametrize("table", list(sx.TABLES) + ["table6", "noise_sweep"])
 def test_every_row_is_a_valid_config(scale, table, tmp_path):
-    sc = ex.get_scale(scale)
-    for name, spec in ex.table_rows(table, sc).items():
+    sc = sx.get_scale(scale)
+    for name, spec in sx.table_rows(table, sc).items():
         cfg = load_config(sc.config_for(spec), [f"{k}={ex._yaml_value(v)}" for k, v in
                                                 ex.overrides(spec, sc, tmp_path).items()])
         assert cfg.model == spec["model"] and cfg.reweight == spec["reweight"], name
 
 
 def test_rows_meaning_the_same_experiment_share_one_run():
-    sc = ex.get_scale("quick")
+    sc = sx.get_scale("quick")
     by_row = lambda t: {r.row: r.out for r in ex.plan(t, sc, "runs", seeds=[0])}
     base = by_row("table1")["base"]
     assert base == by_row("table2")["base"] == by_row("table4")["ce"] == by_row("table5")["coarse_base"]
     assert by_row("table2")["norm_l2"] == by_row("table2")["input_var"] == by_row("table4")["ce_arm"]
     assert by_row("noise_sweep")["base@0.5"] == base          # the scale's own noise level is shared
     assert by_row("noise_sweep")["base@0"] != base
-    assert len({r.out for r in all_runs(NOTEBOOKS, "quick")}) == len(all_runs(NOTEBOOKS, "quick"))
+    every = ex.plan_sections(NOTEBOOKS, sc)
+    assert len({r.out for r in every}) == len(every)
+
+
+def test_a_run_folder_is_named_by_content_so_a_changed_config_retrains(tmp_path, monkeypatch):
+    sc = sx.get_scale("smoke")
+    before = ex.plan("table1", sc, tmp_path, seeds=[0], rows=("base",))[0]
+    assert before.out.name.endswith("_s0") and before.experiment in before.out.name
+    # the same experiment at another seed shares the experiment id, not the folder
+    other_seed = ex.plan("table1", sc, tmp_path, seeds=[1], rows=("base",))[0]
+    assert other_seed.experiment == before.experiment and other_seed.out != before.out
+    # an edited config file changes the key
+    config = tmp_path / "smoke.yaml"
+    config.write_text((sc.config_for({})).read_text().replace("iterations: 60", "iterations: 61"))
+    monkeypatch.setattr(sx.Scale, "config_for", lambda self, spec: config)
+    after = ex.plan("table1", sc, tmp_path, seeds=[0], rows=("base",))[0]
+    assert after.out != before.out
+
+
+def test_run_key_ignores_only_fields_that_cannot_change_a_result():
+    cfg = load_config(sx.get_scale("smoke").config_for({})).to_dict()
+    assert {"device", "threads", "quiet", "log_every", "curve_every"} <= set(NOT_IN_KEY)
+    for field in NOT_IN_KEY:
+        if field in cfg and field != "data_root":
+            assert run_key({**cfg, field: "changed"}) == run_key(cfg), field
+    for field in ("iterations", "base_lr", "seed", "reweight", "synth_noise"):
+        assert run_key({**cfg, field: "changed"}) != run_key(cfg), field
+    real = {**cfg, "dataset": "cityscapes"}
+    assert run_key({**real, "data_root": "/a"}) != run_key({**real, "data_root": "/b"})
+
+
+def test_the_paper_scale_runs_three_seeds_of_the_primary_rows_only(tmp_path):
+    paper = sx.get_scale("paper")
+    seeds = {r.row: [] for r in ex.plan("table1", paper, tmp_path, data_root=tmp_path)}
+    for r in ex.plan("table1", paper, tmp_path, data_root=tmp_path):
+        seeds[r.row].append(r.seed)
+    assert seeds["base"] == [0, 1, 2] and seeds["linear_detach"] == [0, 1, 2]
+    assert seeds["linear_focusing"] == [0]            # secondary rows: one seed, as the paper ran
+    assert ex.plan("table1", paper, tmp_path, seeds=[5], data_root=tmp_path)[0].seed == 5   # --seeds wins
 
 
 def test_scale_coverage_rules(tmp_path):
-    quick = ex.table_rows("table3", ex.get_scale("quick"))
+    quick = sx.table_rows("table3", sx.get_scale("quick"))
     assert not any("r50" in k for k in quick)                 # no CPU stand-in for a second backbone depth
-    assert not ex.table_rows("table5", ex.get_scale("quick")).keys() & {"ade_base", "ade_ohem", "ade_arm"}
-    paper = ex.get_scale("paper")
-    assert "ade_base" not in ex.table_rows("table5", paper, tmp_path)   # no ADE20K on disk
+    assert not sx.table_rows("table5", sx.get_scale("quick")).keys() & {"ade_base", "ade_ohem", "ade_arm"}
+    paper = sx.get_scale("paper")
+    assert "ade_base" not in sx.table_rows("table5", paper, tmp_path)   # no ADE20K on disk
     (tmp_path / "ade20k").mkdir()
-    rows = ex.table_rows("table5", paper, tmp_path)
+    rows = sx.table_rows("table5", paper, tmp_path)
     assert paper.config_for(rows["ade_base"]).name == "paper_ade20k.yaml"
     assert ex.overrides(rows["ade_base"], paper, tmp_path)["data_root"] == str(tmp_path / "ade20k")
     assert ex.overrides(rows["fine_base"], paper, tmp_path)["data_root"] == str(tmp_path / "cityscapes")
@@ -49,17 +88,17 @@ def test_scale_coverage_rules(tmp_path):
 
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="scale must be one of"):
-        ex.get_scale("huge")
+        sx.get_scale("huge")
     with pytest.raises(ValueError, match="table must be one of"):
-        ex.table_rows("table9", ex.get_scale("quick"))
+        sx.table_rows("table9", sx.get_scale("quick"))
     with pytest.raises(ValueError, match="unknown notebook"):
         select(["table9"])
     with pytest.raises(ValueError, match="unknown experiment keys"):
-        ex.row(lr=0.1)
+        sx.row(lr=0.1)
 
 
 def fake_runs(tmp_path, n=2):
-    sc = ex.get_scale("smoke")
+    sc = sx.get_scale("smoke")
     return sc, ex.plan("table1", sc, tmp_path, seeds=range(n))[:n]
 
 
@@ -123,7 +162,7 @@ def test_a_second_holder_of_the_runs_folder_is_refused_and_a_dead_one_releases_i
 
 
 def test_missing_real_data_is_named_before_any_run(tmp_path):
-    paper = ex.get_scale("paper")
+    paper = sx.get_scale("paper")
     runs = ex.plan("table1", paper, tmp_path / "runs", data_root=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"cityscapes/cityscapes/leftImg8bit/train.*pass its parent"):
         ex.check_data(runs, paper, tmp_path / "cityscapes")
