@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SCALE  ?= quick
 
-.PHONY: venv test report bench goldens clean
+.PHONY: venv test goldens-check report bench goldens clean
 
 $(BIN)/armlib: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,16 +13,28 @@ $(BIN)/armlib: pyproject.toml
 
 venv: $(BIN)/armlib
 
-# Unit tests, then nbval over the smoke-scale goldens of every notebook. The goldens' runs are trained afresh
-# (runs/nbval is removed first), so nbval checks training too, not a cache. One thread: CPU results are
-# reproducible for a fixed thread count.
+# Unit tests, then the smoke-scale goldens of every notebook under both oneDNN instruction sets a user's CPU may
+# pick (AVX-512 where the CPU has it, AVX2 otherwise). The goldens' runs are trained afresh (runs/nbval is removed
+# first), so this checks training too, not a cache. nbval compares the cells whose output is the same on every
+# machine; tests/test_goldens.py compares the result files' numbers at the tolerance measured across instruction
+# sets and thread counts (tests/goldens/tolerances.json).
 NBVAL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
 	--nbval-sanitize-with tests/notebooks/sanitize.cfg tests/notebooks
+GOLDENS := $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_goldens.py
 
 test: venv
 	$(BIN)/python -m pytest -q tests --ignore=tests/notebooks
+	$(MAKE) --no-print-directory goldens-check ISA=default
+	@if grep -q avx512f /proc/cpuinfo 2>/dev/null; then \
+		$(MAKE) --no-print-directory goldens-check ISA=AVX2; \
+	else echo "goldens: this CPU has no AVX-512, so oneDNN's AVX2 setting is the default one already checked"; fi
+
+# One pass of the goldens: ISA=default leaves oneDNN's choice, ISA=AVX2 caps it (ONEDNN_MAX_CPU_ISA).
+goldens-check: venv
 	rm -rf runs/nbval reports/smoke
-	$(NBVAL)
+	@echo "goldens under oneDNN ISA: $(ISA)"
+	$(if $(filter-out default,$(ISA)),ONEDNN_MAX_CPU_ISA=$(ISA)) $(NBVAL)
+	ARMLIB_GOLDEN_RESULTS=reports/smoke $(GOLDENS)
 
 # Reproduce every table and figure at $(SCALE) and render reports/index.html.
 report: venv
@@ -32,7 +44,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/scale_flops.py
 
-# Regenerate the nbval goldens (papermill copies of notebooks/ at smoke scale).
+# Regenerate the nbval goldens (papermill copies of notebooks/ at smoke scale) and their result files.
 goldens: venv
 	rm -rf runs/nbval reports/smoke
 	OMP_NUM_THREADS=1 $(BIN)/armlib goldens

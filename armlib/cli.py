@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("armlib.train", "train one model from a YAML config"),
     "reproduce": ("armlib.reproduce", "run every notebook at a scale and render the HTML report"),
     "report": ("armlib.report", "render reports/index.html from result files"),
+    "compare": ("armlib.compare", "compare a rerun's claims with a reference report, claim by claim"),
     "goldens": ("armlib.reproduce", "regenerate the smoke-scale notebook goldens used by nbval"),
 }
 

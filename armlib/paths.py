@@ -45,6 +45,13 @@ def git_revision(root: str | os.PathLike = REPO_ROOT, short: bool = True) -> str
     return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
+def public_mode() -> int:
+    """0666 less the process umask (usually 0644): the mode ``open()`` would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
     atomic_write_bytes(path, text.encode())
@@ -57,6 +64,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, public_mode())   # mkstemp creates 0600; results are for everyone who may read the folder
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -56,9 +56,12 @@ def _summary_table(df: pd.DataFrame) -> str:
     rows = ["<tr><th>row</th><th>metric</th><th>paper</th><th>ours: mean ± std over finished seeds</th>"
             "<th>seeds</th><th>diverged</th></tr>"]
     for r in df.itertuples():
-        paper = "NaN (diverged)" if pd.isna(r.paper) and r.table in ("table2",) else _num(r.paper)
+        paper = "NaN (diverged)" if pd.isna(r.paper) and r.table == "table2" else _num(r.paper)
+        note = getattr(r, "note", "")
+        ours = (f"<span class=muted>{html.escape(str(note))}</span>" if isinstance(note, str) and note
+                else f"{_num(r.mean)} ± {_num(r.std)}")
         rows.append(f"<tr><td>{html.escape(str(r.label))}</td><td>{html.escape(str(r.metric))} (%)</td>"
-                    f"<td class=num>{paper}</td><td class=num>{_num(r.mean)} ± {_num(r.std)}</td>"
+                    f"<td class=num>{paper}</td><td class=num>{ours}</td>"
                     f"<td class=num>{int(r.n)}</td><td class=num>{int(r.n_diverged) or ''}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
@@ -211,6 +214,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
         "scale": ", ".join(sorted({str(m.get("scale")) for m in metas.values()})) or "—",
         "seeds": ", ".join(map(str, seeds)) or "—",
         "data": ", ".join(sorted({str(m.get("data")) for m in metas.values() if m.get("data")})) or "—",
+        "setup (base config of the scale)": "; ".join(sorted({", ".join(f"{k} {v}" for k, v in m["setup"].items())
+                                                              for m in metas.values() if m.get("setup")})) or "—",
         "models (the paper's role → what ran)": _model_roles({str(m.get("scale")) for m in metas.values()}),
         "hardware": any_meta.get("hardware", platform.processor() or platform.machine()),
         "versions (every package that computes a number)": versions,

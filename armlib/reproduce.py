@@ -23,6 +23,8 @@ from armlib.sections import SECTION_KEYS, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
+GOLDEN_RESULTS = REPO_ROOT / "tests" / "goldens" / "smoke"   # the smoke result files the goldens wrote
+TUTORIALS = ["use_arm"]   # notebooks that are no report section (no result files), golden at scale="smoke"
 GOLDEN_PARAMETERS = {"scale": "smoke", "out_dir": "reports/smoke", "runs_dir": "runs/nbval", "device": "cpu"}
 
 
@@ -103,17 +105,30 @@ def plan_text(scale: str = "quick", only: list[str] | None = None, data_root: st
 
 
 def make_goldens(only: list[str] | None = None) -> list[Path]:
-    """Execute each notebook at smoke scale into ``tests/notebooks/<key>.ipynb`` (nbval's goldens)."""
+    """Execute each notebook at smoke scale into ``tests/notebooks/<key>.ipynb`` (nbval's goldens), and copy
+    the result files they wrote to ``tests/goldens/smoke/`` (compared at a measured tolerance by
+    ``tests/test_goldens.py``; nbval compares only the cells whose output is the same on every machine)."""
+    import shutil
+
     import papermill
 
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    keys = select([k for k in only if k not in TUTORIALS]) if only else list(NOTEBOOKS)
+    tutorials = [k for k in TUTORIALS if not only or k in only]
     written = []
-    for key in tqdm(select(only), desc="goldens", unit="nb"):
+    for key in tqdm(keys + tutorials, desc="goldens", unit="nb"):
         target = GOLDEN_DIR / f"{key}.ipynb"
-        papermill.execute_notebook(str(notebook_path(key)), str(target), parameters=GOLDEN_PARAMETERS,
+        parameters = GOLDEN_PARAMETERS if key in NOTEBOOKS else {"scale": "smoke"}
+        papermill.execute_notebook(str(notebook_path(key)), str(target), parameters=parameters,
                                    cwd=str(GOLDEN_DIR), progress_bar=False, kernel_name="python3")
         tidy_golden(target)
         written.append(target)
+    results = resolve(GOLDEN_PARAMETERS["out_dir"]) / "results"
+    GOLDEN_RESULTS.mkdir(parents=True, exist_ok=True)
+    for path in sorted(results.glob("*.csv")):
+        if any(path.name in (f"{k}.csv", f"{k}_seeds.csv", f"claims_{k}.csv") for k in keys):
+            shutil.copyfile(path, GOLDEN_RESULTS / path.name)
+            written.append(GOLDEN_RESULTS / path.name)
     return written
 
 
@@ -203,7 +218,8 @@ def run_reproduce(args) -> int:
 
 
 def add_goldens_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"regenerate only these of {NOTEBOOKS}")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"regenerate only these of "
+                        f"{NOTEBOOKS + TUTORIALS}")
 
 
 def run_goldens(args) -> int:

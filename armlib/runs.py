@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from armlib.paths import atomic_write_text
+from armlib.paths import atomic_write_text, public_mode
 
 CHECKPOINT, RECORD, LOG, CURVES = "checkpoint.pt", "record.json", "log.csv", "curves.csv"
 
@@ -90,6 +90,7 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, public_mode())   # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -134,32 +134,42 @@ TABLE6_COLUMNS = {"fine": {"annotation": "fine"}, "coarse": {"annotation": "coar
 NOISE_METHODS = {"base": {}, "linear_arm": LINEAR_ROW, "arm": ARM_ROW}
 
 
-def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
-    """{row: experiment dict} of a table that can run at this scale (model roles resolved; ADE20K rows
-    only for real-data scales with ``<data_root>/ade20k`` present)."""
+def _grid(table: str, scale: Scale) -> dict[str, dict]:
+    """Every row of a table's grid, runnable at this scale or not."""
     if table == "table6":
-        rows = {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
-    elif table == "noise_sweep":
+        return {f"{m}@{c}": row(**mk, **ck) for m, mk in TABLE6_METHODS.items() for c, ck in TABLE6_COLUMNS.items()}
+    if table == "noise_sweep":
         from armlib.config import load_config
 
         # The scale's own noise level is the other tables' data set: leave it implicit so those runs are shared.
         default = load_config(CONFIG_DIR / scale.config).synth_noise
-        rows = {f"{m}@{noise:g}": row(**mk, **({} if noise == default else {"synth_noise": noise}))
+        return {f"{m}@{noise:g}": row(**mk, **({} if noise == default else {"synth_noise": noise}))
                 for noise in scale.noise_levels for m, mk in NOISE_METHODS.items()}
-    elif table in TABLES:
-        rows = TABLES[table]
-    else:
-        raise ValueError(f"table must be one of {sorted(TABLES) + ['table6', 'noise_sweep']}, got {table!r}")
+    if table in TABLES:
+        return TABLES[table]
+    raise ValueError(f"table must be one of {sorted(TABLES) + ['table6', 'noise_sweep']}, got {table!r}")
+
+
+def skipped_rows(table: str, scale: Scale, data_root="data") -> dict[str, str]:
+    """{row: why it is not run at this scale} for the rows :func:`table_rows` leaves out."""
     out = {}
-    for name, spec in rows.items():
-        model = scale.models.get(spec["model"], spec["model"])
-        needs_ade = spec.get("dataset") == "ade20k"
-        if model is None or (needs_ade and (scale.dataset == "synth" or not (resolve(data_root) / "ade20k").is_dir())):
-            continue   # not runnable at this scale (the report says so)
-        out[name] = {**spec, "model": model}
+    for name, spec in _grid(table, scale).items():
+        if scale.models.get(spec["model"], spec["model"]) is None:
+            out[name] = f"not run at the {scale.name} scale: no stand-in for the paper's {spec['model']} role"
+        elif spec.get("dataset") == "ade20k" and scale.dataset == "synth":
+            out[name] = f"not run at the {scale.name} scale: ADE20K rows run at the paper scale, on the real data"
+        elif spec.get("dataset") == "ade20k" and not (resolve(data_root) / "ade20k").is_dir():
+            out[name] = f"not run: no ADE20K under {resolve(data_root) / 'ade20k'}"
     return out
 
 
+def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
+    """{row: experiment dict} of a table that can run at this scale (model roles resolved; ADE20K rows
+    only for real-data scales with ``<data_root>/ade20k`` present; :func:`skipped_rows` says why the others
+    are not run)."""
+    skipped = skipped_rows(table, scale, data_root)
+    return {name: {**spec, "model": scale.models.get(spec["model"], spec["model"])}
+            for name, spec in _grid(table, scale).items() if name not in skipped}
 
 
 # -- claims ----------------------------------------------------------------------------------------------

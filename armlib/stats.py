@@ -180,8 +180,13 @@ def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | Non
     return pd.DataFrame(rows, columns=list(SEED_COLUMNS))
 
 
-def summarize(seeds: pd.DataFrame, scale: str) -> pd.DataFrame:
-    """Mean ± SD over finished seeds per (row, metric), the diverged seeds counted, beside the paper's value."""
+def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None = None,
+              table: str | None = None) -> pd.DataFrame:
+    """Mean ± SD over finished seeds per (row, metric), the diverged seeds counted, beside the paper's value.
+
+    ``skipped`` ({row: reason}, :func:`armlib.sections.skipped_rows`) adds the rows not run at this scale with
+    the reason in ``note``, so a table never silently loses a row of the paper's.
+    """
     out = []
     for (table, row, metric), g in seeds.groupby(["table", "row", "metric"], sort=False):
         finished = g[g.status == "ok"]["value"].astype(float)
@@ -193,8 +198,20 @@ def summarize(seeds: pd.DataFrame, scale: str) -> pd.DataFrame:
         out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric, "paper": paper,
                     "mean": finished.mean() if len(finished) else math.nan,
                     "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
-                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale})
-    return pd.DataFrame(out)
+                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale, "note": ""})
+    for name, reason in (skipped or {}).items():
+        row, _, column = name.partition("@")   # Table 6 names a run "method@annotation"
+        metrics = [column] if column else list(table_metrics(table))
+        for metric in metrics:
+            try:
+                paper = paper_value(table, row, metric)
+            except KeyError:
+                paper = math.nan
+            out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric,
+                        "paper": paper, "mean": math.nan, "std": math.nan, "n": 0, "n_diverged": 0, "scale": scale,
+                        "note": reason})
+    return pd.DataFrame(out, columns=["table", "row", "label", "metric", "paper", "mean", "std", "n", "n_diverged",
+                                      "scale", "note"])
 
 
 # -- verdicts --------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def finish(key: str, claims: pd.DataFrame, started: float, scale: str, seeds=Non
     seeds = parse_seeds(seeds)
     meta = {"key": key, "scale": scale, "seeds": list(sc.seeds if seeds is None else seeds),
             "primary_seeds": list(sc.primary_seeds or sc.seeds) if seeds is None else list(seeds),
-            "data": _data_description(scale, data_root), "wall_time_s": time.perf_counter() - started,
+            "data": _data_description(scale, data_root), "setup": setup(scale),
+            "wall_time_s": time.perf_counter() - started,
             "git_revision": git_revision(), "hardware": hardware(), "versions": versions(), "finding": text}
     atomic_write_text(resolve(out_dir) / "results" / f"meta_{key}.json", json.dumps(meta, indent=1))
     return text
@@ -59,6 +60,19 @@ def finding(claims: pd.DataFrame) -> str:
     if failed:
         s += " Contradicted or failed: " + "; ".join(failed) + "."
     return s
+
+
+def setup(scale: str) -> dict:
+    """What a reader needs to weigh the numbers: steps, crop, batch, data-set size and model of the scale's
+    base config (rows change the method, never these)."""
+    from armlib.config import load_config
+
+    cfg = load_config(get_scale(scale).config_for({}))
+    out = {"iterations": cfg.iterations, "crop": list(cfg.crop_size), "batch_size": cfg.batch_size,
+           "model": cfg.model, "lr": cfg.base_lr}
+    if cfg.dataset == "synth":
+        out.update(train_images=cfg.synth_n_train, val_images=cfg.synth_n_val, coarse_noise=cfg.synth_noise)
+    return out
 
 
 def _data_description(scale: str, data_root) -> str:
@@ -83,7 +97,9 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
         wide.columns.name = None
         g = df.groupby("label", sort=False)
         return wide.assign(seeds=g["n"].max(), diverged=g["n_diverged"].max()).reset_index().to_string(index=False)
-    return df.round(digits).to_string(index=False).replace("-0.00", " 0.00")
+    # + 0.0 turns the −0.0 that rounding leaves into 0.0
+    numeric = df.select_dtypes("number").columns
+    return df.assign(**{c: df[c].round(digits) + 0.0 for c in numeric}).to_string(index=False, na_rep="—")
 
 
 def show_claims(claims: pd.DataFrame) -> str:
@@ -168,7 +184,7 @@ def reproduce_table(table: str, scale="quick", seeds=None, data_root="data", dev
     else:
         records = experiments.run_table(table, scale, seeds, runs_dir, data_root, device, jobs)
     per_seed = stats.seed_results(records, table)
-    summary = stats.summarize(per_seed, scale)
+    summary = stats.summarize(per_seed, scale, sections.skipped_rows(table, get_scale(scale), data_root), table)
     claims = section_claims(table, per_seed, scale, out_dir)
     results.write_section(out_dir, table, per_seed=per_seed, summary=summary, claims=claims)
     return summary, claims

@@ -42,3 +42,21 @@ def test_rewritten_reference_report_is_not_dirty_but_changed_code_is(repo):
 
 def test_outside_a_checkout_is_none(tmp_path):
     assert git_revision(tmp_path) is None
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """mkstemp creates 0600 files: results written that way were unreadable to the rest of a lab."""
+    import os
+    import stat
+
+    from armlib.paths import atomic_write_text
+    from armlib.runs import atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x")
+        atomic_torch_save({"x": 1}, tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    for name in ("a.csv", "b.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

@@ -72,3 +72,20 @@ def test_claims_csv_is_the_same_from_the_committed_files_alone(tmp_path):
     first = report.final_claims(tmp_path)
     (tmp_path / "results" / "claims_table1.csv").unlink()
     pd.testing.assert_frame_equal(report.final_claims(tmp_path), first)
+
+
+def test_compare_says_which_claims_agree_with_a_reference(tmp_path, capsys):
+    from armlib.cli import main
+    from armlib.compare import compare_reports
+
+    ref, same, other = tmp_path / "ref", tmp_path / "same", tmp_path / "other"
+    base = {"base": [60.0, 61.0, 62.0]}
+    write(ref, "table1", records({**base, "linear_detach": [62.0, 63.1, 64.0]}))
+    write(same, "table1", records({**base, "linear_detach": [62.1, 63.0, 64.1]}))
+    write(other, "table1", records({**base, "linear_detach": [58.0, 59.2, 60.1]}))
+    assert compare_reports(ref, same).set_index("id").loc["t1_linear", "agrees"]
+    row = compare_reports(ref, other).set_index("id").loc["t1_linear"]
+    assert not row.agrees and row.why == "verdicts differ"
+    assert main(["compare", str(ref), str(other)]) == 0
+    assert "t1_linear" in capsys.readouterr().out
+    assert main(["compare", str(ref), str(tmp_path / "typo")]) == 2

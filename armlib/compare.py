@@ -1,0 +1,71 @@
+"""`armlib compare REFERENCE_DIR MY_DIR`: does a rerun agree with a committed reference, claim by claim?
+
+Both folders are report folders (``armlib reproduce --out-dir``). Their ``results/claims.csv`` are recomputed from
+the per-seed files (:func:`armlib.report.final_claims`), so the comparison rests on the raw results alone. A
+comparison claim *agrees* when the verdicts match and each mean Δ lies inside the other's 95 % interval (two
+runs of one experiment on different machines differ within seed noise, not more); a threshold claim agrees when
+its verdict matches. Everything else is listed as differing, with both numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import pandas as pd
+
+from armlib.errors import check_report_dir
+
+
+def _inside(x: float, low: float, high: float) -> bool | None:
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (x, low, high)):
+        return None
+    return low <= x <= high
+
+
+def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd.DataFrame:
+    """One row per claim present in either folder: id, both verdicts and Δ, and ``agrees`` (bool) with ``why``."""
+    from armlib.report import final_claims
+
+    ref = final_claims(check_report_dir(reference)).set_index("id")
+    new = final_claims(check_report_dir(mine)).set_index("id")
+    rows = []
+    for cid in list(dict.fromkeys([*ref.index, *new.index])):
+        if cid not in ref.index or cid not in new.index:
+            rows.append({"id": cid, "agrees": False, "why": "only in the " + ("reference" if cid in ref.index
+                                                                              else "rerun")})
+            continue
+        a, b = ref.loc[cid], new.loc[cid]
+        row = {"id": cid, "text": a.text, "verdict_reference": a.verdict, "verdict_mine": b.verdict,
+               "delta_reference": a.delta, "delta_mine": b.delta}
+        if a.verdict != b.verdict:
+            row.update(agrees=False, why="verdicts differ")
+        elif a.test == "threshold" or a.verdict == "not run":
+            row.update(agrees=True, why="same verdict")
+        else:
+            checks = [_inside(float(b.delta), float(a.ci_low), float(a.ci_high)),
+                      _inside(float(a.delta), float(b.ci_low), float(b.ci_high))]
+            if False in checks:
+                row.update(agrees=False, why="a Δ lies outside the other's 95 % CI")
+            elif None in checks:
+                row.update(agrees=True, why="same verdict (no interval: fewer than two seeds)")
+            else:
+                row.update(agrees=True, why="same verdict, each Δ inside the other's 95 % CI")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reference", help="report folder to compare with, e.g. reports/quick")
+    parser.add_argument("mine", help="report folder of your rerun, e.g. reports")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the claims that differ, then a one-line summary; exit status 0 (agreement is a finding, not an
+    error), 2 on a folder without results."""
+    table = compare_reports(args.reference, args.mine)
+    differ = table[~table.agrees]
+    if len(differ):
+        print(differ.to_string(index=False, na_rep="—", float_format=lambda x: f"{x:+.2f}"))
+    print(f"{int(table.agrees.sum())} of {len(table)} claims agree with {args.reference}; {len(differ)} differ")
+    return 0

@@ -1,0 +1,85 @@
+"""Measure how much the smoke results move between CPUs, and write the goldens' tolerances from it.
+
+Runs the smoke reproduction once per variant (``KEY=VALUE`` environment settings: another oneDNN instruction
+set, another thread count), compares each run's result files with ``tests/goldens/smoke/`` column by column, and
+writes ``tests/goldens/tolerances.json``: the largest difference seen per (file, column) ("spread") and the
+tolerance, ``FACTOR`` × that spread. Rerun it after ``make goldens``:
+
+    .venv/bin/python tests/goldens/measure_spread.py --variant ONEDNN_MAX_CPU_ISA=AVX2 --variant OMP_NUM_THREADS=2
+
+A column whose values came out identical in every variant gets a tolerance of 0 (compared to the last printed
+digit): the spread measured here is the only evidence this file rests on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDENS = ROOT / "tests" / "goldens"
+FACTOR = 3.0
+
+
+def spread(golden_dir: Path, results_dir: Path) -> dict[str, dict[str, float]]:
+    """max |golden − ours| per numeric column of every golden CSV (NaN against NaN counts as 0)."""
+    out = {}
+    for path in sorted(golden_dir.glob("*.csv")):
+        golden, ours = pd.read_csv(path), pd.read_csv(results_dir / path.name)
+        if golden.shape != ours.shape:
+            raise SystemExit(f"{path.name}: shape {golden.shape} vs {ours.shape}: not a tolerance question")
+        out[path.name] = {}
+        for column in golden.columns:
+            if pd.api.types.is_numeric_dtype(golden[column]) and pd.api.types.is_numeric_dtype(ours[column]):
+                g, o = golden[column].to_numpy(float), ours[column].to_numpy(float)
+                d = np.where(np.isnan(g) & np.isnan(o), 0.0, np.abs(g - o))
+                out[path.name][column] = float(np.nanmax(d)) if len(d) else 0.0
+    return out
+
+
+def run_variant(env_settings: list[str], workdir: Path) -> Path:
+    env = dict(os.environ, **dict(s.split("=", 1) for s in env_settings))
+    out = workdir / "out"
+    subprocess.run([sys.executable, "-m", "armlib", "reproduce", "--scale", "smoke", "--device", "cpu",
+                    "--out-dir", str(out), "--runs-dir", str(workdir / "runs")], env=env, cwd=ROOT, check=True)
+    return out / "results"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="environment of one run (repeatable); the default environment always runs too")
+    args = parser.parse_args(argv)
+    variants = [[]] + [v.split(",") for v in args.variant]
+    measured: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, variant in enumerate(variants):
+            results = run_variant(variant, Path(tmp) / f"v{i}")
+            for name, columns in spread(GOLDENS / "smoke", results).items():
+                for column, value in columns.items():
+                    measured.setdefault(name, {})[column] = max(measured.get(name, {}).get(column, 0.0), value)
+            print(f"variant {variant or ['default']}: largest difference "
+                  f"{max(v for c in spread(GOLDENS / 'smoke', results).values() for v in c.values()):.3g}")
+    data = {"machine": f"{platform.machine()}, {_cpu()}", "variants": [v or ["default"] for v in variants],
+            "factor": FACTOR, "spread": measured,
+            "tolerance": {n: {c: FACTOR * v for c, v in cols.items()} for n, cols in measured.items()}}
+    (GOLDENS / "tolerances.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+def _cpu() -> str:
+    from armlib.runs import cpu_name
+
+    return cpu_name()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The package is layered one way (pyproject.toml's import-linter contract): no module imports one above it."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_imports_point_down_the_layers(monkeypatch):
+    from importlinter.cli import lint_imports
+
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml")) == 0, "run `lint-imports` for the broken arrow"
+
+
+def test_the_contract_can_fail(monkeypatch, tmp_path):
+    """A contract that puts the report below the trainer must be broken: the test above is not vacuous."""
+    from importlinter.cli import lint_imports
+
+    text = (ROOT / "pyproject.toml").read_text()
+    start = text.index("[tool.importlinter]")
+    broken = text[start:].replace('"armlib.report",\n', "").replace('"armlib.paths",\n', '"armlib.paths",\n    "armlib.report",\n')
+    (tmp_path / "pyproject.toml").write_text(broken)
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(tmp_path / "pyproject.toml")) != 0

@@ -1,0 +1,51 @@
+"""The run store: a run's key changes whenever the code that turns its config into a result changes."""
+import ast
+import hashlib
+from pathlib import Path
+
+import armlib
+from armlib.runs import TRAINING_CODE_VERSION
+
+PACKAGE = Path(armlib.__file__).parent
+# The code between a config and a result: trainer, losses, ARM, models, data generator and loading, evaluation.
+TRAINING_CODE = ("train.py", "losses.py", "arm.py", "fused.py", "confidence.py", "schedule.py", "evaluation.py",
+                 "metrics.py", "models/*.py", "data/scenes.py", "data/synth.py", "data/coarse.py", "data/geometry.py",
+                 "data/labels.py", "data/transforms.py", "data/loading.py", "data/cityscapes.py", "data/folder.py",
+                 "data/ade20k.py")
+# TRAINING_CODE_VERSION → fingerprint of TRAINING_CODE at that version.
+FINGERPRINTS = {1: "8ef4015d44300d73"}
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def fingerprint() -> str:
+    """Hash of the training code's syntax trees: comments, docstrings and formatting do not count."""
+    digest = hashlib.sha256()
+    for pattern in TRAINING_CODE:
+        for path in sorted(PACKAGE.glob(pattern)):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode())
+            digest.update(ast.dump(_without_docstrings(ast.parse(path.read_text()))).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_training_code_version_is_bumped_when_the_training_code_changes():
+    now = fingerprint()
+    assert FINGERPRINTS.get(TRAINING_CODE_VERSION) == now, (
+        f"the training code changed: if results can change, bump armlib.runs.TRAINING_CODE_VERSION to "
+        f"{TRAINING_CODE_VERSION + 1} (old runs then retrain) and add FINGERPRINTS[{TRAINING_CODE_VERSION + 1}] = "
+        f"{now!r} here; if they cannot (a refactor), replace FINGERPRINTS[{TRAINING_CODE_VERSION}] with {now!r}")
+
+
+def test_the_fingerprint_sees_code_but_not_comments(tmp_path, monkeypatch):
+    source = "def f(x):\n    '''doc'''\n    return x + 1  # why\n"
+    same = "def f(x):\n    '''other doc'''\n    # a comment\n    return x + 1\n"
+    other = "def f(x):\n    return x + 2\n"
+    dump = lambda s: ast.dump(_without_docstrings(ast.parse(s)))  # noqa: E731
+    assert dump(source) == dump(same) and dump(source) != dump(other)
