@@ -31,27 +31,8 @@ from armlib.paths import resolve
 from armlib.runs import CHECKPOINT
 from armlib.train import ModelFn, build_criterion, build_model_for
 
-MOVED_THRESHOLD = 0.1         # "ARM moved": max_v |W_end/mean W_end − W_0/mean W_0| ≥ 0.1 (issue 10)
-SUPPRESSION_THRESHOLD = 0.1   # "ARM suppresses confident pixels": (W_end(−1) − W_end(+1)) / mean W_end ≥ 0.1
 LOW_VARIANCE_QUANTILE = 0.05   # Fig. 4 paints "low-variance pixels": we take the lowest 5 % of v
 BOUNDARY_BAND_PX = 2           # a pixel within 2 px of a class change counts as "on a boundary"
-
-
-def curve_shape_change(w_init, w_end) -> float:
-    """max_v |W_end(v)/mean W_end − W_0(v)/mean W_0| over a curve sampled on a uniform grid of v.
-
-    Each curve is divided by its mean first because the weight map is normalised (w/‖w‖): a uniform scaling of
-    W changes nothing ARM does, so it must not count as learning. 0 for an untouched curve.
-    """
-    w0, w1 = np.asarray(w_init, dtype=float), np.asarray(w_end, dtype=float)
-    return float(np.max(np.abs(w1 / w1.mean() - w0 / w0.mean())))
-
-
-def curve_suppression(w) -> float:
-    """(W(−1) − W(+1)) / mean W of a curve sampled from v = −1 to v = +1: > 0 when confident pixels (v = +1)
-    weigh less than unsure ones; scale-free for the same reason as :func:`curve_shape_change`."""
-    w = np.asarray(w, dtype=float)
-    return float((w[0] - w[-1]) / w.mean())
 
 
 def boundary_mask(labels: Tensor, band_px: int = BOUNDARY_BAND_PX, ignore_index: int = IGNORE_INDEX) -> Tensor:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -280,3 +282,35 @@ def add_adversarial_group(optimizer: torch.optim.Optimizer, arm_params, schedule
         if hasattr(scheduler, "lr_lambdas"):
             scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
     return group
+
+
+# -- did ARM learn? ---------------------------------------------------------------------------------------
+
+MOVED_THRESHOLD = 0.1         # "ARM moved": max_v |W_end/mean W_end − W_0/mean W_0| ≥ 0.1
+SUPPRESSION_THRESHOLD = 0.1   # "ARM suppresses confident pixels": (W_end(−1) − W_end(+1)) / mean W_end ≥ 0.1
+
+
+def curve_shape_change(w_init, w_end) -> float:
+    """max_v |W_end(v)/mean W_end − W_0(v)/mean W_0| over a curve sampled on a uniform grid of v.
+
+    Each curve is divided by its mean first because the weight map is normalised (w/‖w‖): a uniform scaling of
+    W changes nothing ARM does, so it must not count as learning. 0 for an untouched curve.
+    """
+    w0, w1 = np.asarray(w_init, dtype=float), np.asarray(w_end, dtype=float)
+    return float(np.max(np.abs(w1 / w1.mean() - w0 / w0.mean())))
+
+
+def curve_suppression(w) -> float:
+    """(W(−1) − W(+1)) / mean W of a curve sampled from v = −1 to v = +1: > 0 when confident pixels (v = +1)
+    weigh less than unsure ones; scale-free for the same reason as :func:`curve_shape_change`."""
+    w = np.asarray(w, dtype=float)
+    return float((w[0] - w[-1]) / w.mean())
+
+
+def arm_moved(record: dict) -> bool | None:
+    """Whether a run record's ARM curve moved from its initialisation (None: no learned curve in the record,
+    e.g. the base model, Linear ARM or a diverged run)."""
+    curve, init = record.get("arm_curve"), record.get("arm_curve_init")
+    if not curve or not init or record.get("config", {}).get("reweight") != "arm":
+        return None
+    return curve_shape_change(init["w"], curve["w"]) >= MOVED_THRESHOLD

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from armlib.arm import arm_moved
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.runs import CHECKPOINT, RECORD, run_key
 from armlib.sections import ROW_DEFAULTS, Scale, get_scale, get_section, table_rows
@@ -478,11 +479,13 @@ def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:
 
 
 def collect(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: row, seed, aAcc, mAcc, mIoU, status, experiment, run_dir (records must exist)."""
+    """One row per run: row, seed, aAcc, mAcc, mIoU, status, experiment, arm_moved (None without a learned
+    ARM curve; :func:`armlib.arm.arm_moved`), run_dir (records must exist)."""
     rows = []
     for r in runs:
         rec = json.loads(r.record_path.read_text())
         m = rec.get("metrics", rec)
         rows.append({"row": r.row, "seed": r.seed, **{k: m.get(k, math.nan) for k in ("aAcc", "mAcc", "mIoU")},
-                     "status": rec.get("status", "ok"), "experiment": r.experiment, "run_dir": str(r.out)})
+                     "status": rec.get("status", "ok"), "experiment": r.experiment, "arm_moved": arm_moved(rec),
+                     "run_dir": str(r.out)})
     return pd.DataFrame(rows)

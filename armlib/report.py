@@ -54,7 +54,7 @@ def _p(x) -> str:
 
 def _summary_table(df: pd.DataFrame) -> str:
     rows = ["<tr><th>row</th><th>metric</th><th>paper</th><th>ours: mean ± std over finished seeds</th>"
-            "<th>seeds</th><th>diverged</th></tr>"]
+            "<th>seeds</th><th>diverged</th><th>ARM moved (seeds)</th></tr>"]
     for r in df.itertuples():
         paper = "NaN (diverged)" if pd.isna(r.paper) and r.table == "table2" else _num(r.paper)
         note = getattr(r, "note", "")
@@ -62,8 +62,17 @@ def _summary_table(df: pd.DataFrame) -> str:
                 else f"{_num(r.mean)} ± {_num(r.std)}")
         rows.append(f"<tr><td>{html.escape(str(r.label))}</td><td>{html.escape(str(r.metric))} (%)</td>"
                     f"<td class=num>{paper}</td><td class=num>{ours}</td>"
-                    f"<td class=num>{int(r.n)}</td><td class=num>{int(r.n_diverged) or ''}</td></tr>")
+                    f"<td class=num>{int(r.n)}</td><td class=num>{int(r.n_diverged) or ''}</td>"
+                    f"<td class=num>{_moved_cell(getattr(r, 'arm_moved', ''))}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _moved_cell(value) -> str:
+    """"k/n"; red when ARM stayed at its initialisation in some seed (the row is then partly the base model)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    k, n = value.split("/")
+    return value if k == n else f'<span class=bad>{value}: ARM did not move in {int(n) - int(k)} seed(s)</span>'
 
 
 def _claims_table(df: pd.DataFrame) -> str:

@@ -42,7 +42,7 @@ REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", 
 HOLDS, FAILS = "holds", "fails"
 VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN, HOLDS, FAILS)
 BOOTSTRAP_MIN_N = 6
-SEED_COLUMNS = ("table", "row", "seed", "metric", "value", "status", "experiment")
+SEED_COLUMNS = ("table", "row", "seed", "metric", "value", "status", "experiment", "arm_moved")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,8 @@ def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | Non
             rows.append({"table": table, "row": r["row"], "seed": int(r["seed"]), "metric": m,
                          "value": float(r[m]) if r[m] is not None else math.nan,
                          "status": r.get(f"status_{m}", r.get("status", "ok")),
-                         "experiment": r.get(f"experiment_{m}", r.get("experiment", ""))})
+                         "experiment": r.get(f"experiment_{m}", r.get("experiment", "")),
+                         "arm_moved": r.get(f"arm_moved_{m}", r.get("arm_moved"))})
     return pd.DataFrame(rows, columns=list(SEED_COLUMNS))
 
 
@@ -198,7 +199,10 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
         out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric, "paper": paper,
                     "mean": finished.mean() if len(finished) else math.nan,
                     "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
-                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale, "note": ""})
+                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale, "note": "",
+                    # ARM rows: in how many seeds ARM's curve left its initialisation (an ARM row whose ARM never
+                    # moved is the base model in disguise); empty for rows without a learned curve
+                    "arm_moved": _moved(g)})
     for name, reason in (skipped or {}).items():
         row, _, column = name.partition("@")   # Table 6 names a run "method@annotation"
         metrics = [column] if column else list(table_metrics(table))
@@ -209,9 +213,15 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
                 paper = math.nan
             out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric,
                         "paper": paper, "mean": math.nan, "std": math.nan, "n": 0, "n_diverged": 0, "scale": scale,
-                        "note": reason})
+                        "note": reason, "arm_moved": ""})
     return pd.DataFrame(out, columns=["table", "row", "label", "metric", "paper", "mean", "std", "n", "n_diverged",
-                                      "scale", "note"])
+                                      "scale", "note", "arm_moved"])
+
+
+def _moved(group: pd.DataFrame) -> str:
+    flags = [bool(v) if not isinstance(v, str) else v == "True" for v in group["arm_moved"]
+             if v is not None and not (isinstance(v, float) and math.isnan(v))] if "arm_moved" in group else []
+    return f"{sum(flags)}/{len(flags)}" if flags else ""
 
 
 # -- verdicts --------------------------------------------------------------------------------------------

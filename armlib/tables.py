@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from armlib import analysis, experiments, holder, results, sections, stats
+from armlib import analysis, arm, experiments, holder, results, sections, stats
 from armlib.parameters import parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, versions
@@ -96,7 +96,10 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
                                                 sort=False)
         wide.columns.name = None
         g = df.groupby("label", sort=False)
-        return wide.assign(seeds=g["n"].max(), diverged=g["n_diverged"].max()).reset_index().to_string(index=False)
+        out = wide.assign(seeds=g["n"].max(), diverged=g["n_diverged"].max())
+        if "arm_moved" in df and df["arm_moved"].fillna("").astype(str).str.len().any():
+            out = out.assign(**{"ARM moved": g["arm_moved"].first().fillna("")})
+        return out.reset_index().to_string(index=False)
     # + 0.0 turns the −0.0 that rounding leaves into 0.0
     numeric = df.select_dtypes("number").columns
     return df.assign(**{c: df[c].round(digits) + 0.0 for c in numeric}).to_string(index=False, na_rep="—")
@@ -200,8 +203,10 @@ def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataF
         method, column = r.row.split("@")
         metrics = tta_metrics(r, sc, device)
         status = json.loads(r.record_path.read_text()).get("status", "ok")
+        record = json.loads(r.record_path.read_text())
         rows.setdefault((method, r.seed), {"row": method, "seed": r.seed}).update(
-            {column: metrics["mIoU"], f"status_{column}": status, f"experiment_{column}": r.experiment})
+            {column: metrics["mIoU"], f"status_{column}": status, f"experiment_{column}": r.experiment,
+             f"arm_moved_{column}": arm.arm_moved(record)})
     return pd.DataFrame(list(rows.values()))
 
 
@@ -348,10 +353,10 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
         v = np.asarray(record["arm_curve"]["v"])
         w = np.asarray(record["arm_curve"]["w"])
         w0 = np.asarray(record["arm_curve_init"]["w"])
-        change = analysis.curve_shape_change(w0, w)
-        suppression = analysis.curve_suppression(w)
-        moved = change >= analysis.MOVED_THRESHOLD
-        suppresses = moved and suppression >= analysis.SUPPRESSION_THRESHOLD
+        change = arm.curve_shape_change(w0, w)
+        suppression = arm.curve_suppression(w)
+        moved = change >= arm.MOVED_THRESHOLD
+        suppresses = moved and suppression >= arm.SUPPRESSION_THRESHOLD
         corr = math.nan
         predicted = None
         curve = None
@@ -370,10 +375,10 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
                      "corr with Hölder prediction": corr})
         claims.append(stats.threshold_claim("curve_moved", "learned_curve", f"ARM's curve moved from its "
                                             f"initialisation (seed {r.seed})", "max shape change", change,
-                                            f"≥ {analysis.MOVED_THRESHOLD}", moved, seed=r.seed))
+                                            f"≥ {arm.MOVED_THRESHOLD}", moved, seed=r.seed))
         claims.append(stats.threshold_claim("curve_suppresses", "learned_curve", f"ARM learned to suppress "
                                             f"confident pixels (seed {r.seed})", "(W(−1) − W(+1)) / mean W",
-                                            suppression, f"moved and ≥ {analysis.SUPPRESSION_THRESHOLD}", suppresses,
+                                            suppression, f"moved and ≥ {arm.SUPPRESSION_THRESHOLD}", suppresses,
                                             seed=r.seed))
         holder_claim = stats.threshold_claim("curve_holder", "learned_curve", f"ARM's curve follows the Hölder "
                                              f"prediction (seed {r.seed}, Sec. 3.4)", "Pearson r", corr, "> 0.5",

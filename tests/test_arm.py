@@ -276,3 +276,25 @@ def test_add_adversarial_group_errors():
         add_adversarial_group(opt, criterion.parameters(), one_cycle)
     adam = torch.optim.AdamW(model.parameters(), lr=1e-3)
     assert add_adversarial_group(adam, criterion.parameters())["maximize"]
+
+
+def test_arm_moved_sees_shape_not_scale():
+    """Scaling W changes nothing after the weight map's normalisation, so it must not count as learning; the
+    seed-0 case of the 400-step quick scale (W 0.578 → 0.577, flat) must read as 'did not move'."""
+    import numpy as np
+
+    from armlib.arm import arm_moved, curve_shape_change, curve_suppression
+
+    v = np.linspace(-1, 1, 101)
+    init = 0.578 - 0.0005 * (v + 1)
+    record = lambda w: {"config": {"reweight": "arm"}, "arm_curve": {"w": list(w)},  # noqa: E731
+                        "arm_curve_init": {"w": list(init)}}
+    assert arm_moved(record(init * 0.5)) is False                    # a uniform scale: no shape change
+    assert arm_moved(record(0.577 - 0.0005 * (v + 1))) is False
+    learned = 0.383 - 0.175 * (v + 1)                                # seed 0 at 1600 steps: 0.383 → 0.034
+    assert arm_moved(record(learned)) is True
+    # by hand: max |w/mean(w) − w0/mean(w0)| at v = ±1 for the learned curve
+    expected = max(abs(learned[i] / learned.mean() - init[i] / init.mean()) for i in range(101))
+    assert curve_shape_change(init, learned) == pytest.approx(expected)
+    assert curve_suppression(learned) == pytest.approx((learned[0] - learned[-1]) / learned.mean())
+    assert arm_moved({"config": {"reweight": "none"}}) is None
