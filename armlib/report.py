@@ -77,20 +77,21 @@ def _moved_cell(value) -> str:
 
 def _claims_table(df: pd.DataFrame) -> str:
     rows = ["<tr><th>claim</th><th>family</th><th>paper Δ (rel. to its base)</th><th>ours Δ [95 % CI] "
-            "(rel.)</th><th>n</th><th>p (test)</th><th>MDE</th><th>verdict</th><th>why</th></tr>"]
+            "(rel.)</th><th>n</th><th>p (test)</th><th>MDE (80 % power)</th><th>seeds for the paper's Δ</th>"
+            "<th>verdict</th><th>why</th></tr>"]
     for c in df.to_dict("records"):
         if c["test"] == "threshold":
             rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}</td><td>threshold</td>"
                         f"<td>{html.escape(str(c['threshold']))}</td>"
                         f"<td class=num>{html.escape(str(c['metric']))} = {_num(c['value'], 3)}</td><td></td><td></td>"
-                        f"<td></td><td>{_verdict(c['verdict'])}</td><td class=muted>{html.escape(str(c['note']))}"
+                        f"<td></td><td></td><td>{_verdict(c['verdict'])}</td><td class=muted>{html.escape(str(c['note']))}"
                         "</td></tr>")
             continue
         unit = " mIoU pts" if c["metric"] in ("mIoU", "fine", "coarse", "ade20k") else ""
         paper = ("diverged (NaN)" if pd.isna(c["paper_delta"]) else
                  f"{_num(c['paper_delta'], signed=True)}{unit} ({_num(c['paper_relative_pct'], 1, True)} %)")
         if c["verdict"] == "not run":
-            ours, n, p, mde = "—", "", "", ""
+            ours, n, p, mde, needed = "—", "", "", "", ""
         else:
             ours = (f"{_num(c['delta'], signed=True)}{unit} [{_num(c['ci_low'], signed=True)}, "
                     f"{_num(c['ci_high'], signed=True)}] ({_num(c['ours_relative_pct'], 1, True)} %)")
@@ -103,11 +104,12 @@ def _claims_table(df: pd.DataFrame) -> str:
                 p = f"{_p(c['p'])} (raw)"
             p += f"<br><span class=muted>sign-flip {_p(c['p_signflip'])}</span>"
             mde = _num(c["mde"])
+            needed = "—" if pd.isna(c.get("n_needed")) else f"{math.ceil(c['n_needed'])}"
         shared = f"<br><span class=muted>same comparison in {html.escape(str(c['tables']))}</span>" \
             if isinstance(c.get("tables"), str) and " " in c["tables"] else ""
         rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}{shared}</td><td>{c['family']}</td>"
                     f"<td class=num>{paper}</td><td class=num>{ours}</td><td class=num>{n}</td>"
-                    f"<td class=num>{p}</td><td class=num>{mde}</td><td>{_verdict(c['verdict'])}</td>"
+                    f"<td class=num>{p}</td><td class=num>{mde}</td><td class=num>{needed}</td><td>{_verdict(c['verdict'])}</td>"
                     f"<td class=muted>{html.escape(str(c['note']))}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
@@ -154,6 +156,17 @@ def final_claims(out_dir: str | Path = "reports") -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "claims.csv", claims.to_csv(index=False))
     return claims
+
+
+def reference_summary(out_dir: str | os.PathLike) -> str:
+    """"N runs, X min of training and Y min in all on HARDWARE": the figures a README quotes for a committed
+    reference, from its own meta files (``tests/test_report.py`` checks the README quotes them verbatim)."""
+    results = resolve(out_dir) / "results"
+    metas = [json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))]
+    training = next((m for m in metas if m.get("key") == "training"), {})
+    total = sum(m.get("wall_time_s", 0.0) for m in metas)
+    return (f"{training.get('runs', 0)} runs, {training.get('wall_time_s', 0.0) / 60:.1f} min of training and "
+            f"{total / 60:.1f} min in all on {training.get('hardware', 'an unrecorded machine')}")
 
 
 def _headline(claims: pd.DataFrame) -> str:

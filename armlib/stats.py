@@ -226,7 +226,7 @@ def _moved(group: pd.DataFrame) -> str:
 
 # -- verdicts --------------------------------------------------------------------------------------------
 
-def _verdict(claim: Claim, c: PairedComparison, p_used: float, p_tost: float, alpha: float) -> tuple[str, str]:
+def _verdict(claim: Claim, c: PairedComparison, p_used: float, alpha: float) -> tuple[str, str]:
     if c.n < 2:
         why = "one paired seed: no variance estimate" if c.n == 1 else "no seed where both rows finished"
         return INCONCLUSIVE, why
@@ -243,8 +243,8 @@ def _verdict(claim: Claim, c: PairedComparison, p_used: float, p_tost: float, al
     return INCONCLUSIVE, f"not significant (p = {p_used:.3g}); MDE {c.mde:.2f}"
 
 
-def _apply_divergence(claim: Claim, verdict: str, note: str, div_a: int, n_a: int, div_b: int, n_b: int,
-                      c: PairedComparison) -> tuple[str, str]:
+def _apply_divergence(claim: Claim, verdict: str, note: str, div_a: int, n_a: int, div_b: int,
+                      n_b: int) -> tuple[str, str]:
     if claim.diverges and n_a and div_a * 2 >= n_a:
         return REPRODUCED, f"{div_a} of {n_a} seeds of {claim.a} diverged, as the paper's NaN"
     if not (div_a or div_b):
@@ -317,13 +317,18 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
         comp = info["comp"]
         p_holm = info.get("p_holm", math.nan)
         p_used = p_holm if info["primary"] else info["p_test"]
-        verdict, note = _verdict(claim, comp, p_used, info["p_tost"], alpha)
-        verdict, note = _apply_divergence(claim, verdict, note, *info["div"], comp)
+        verdict, note = _verdict(claim, comp, p_used, alpha)
+        verdict, note = _apply_divergence(claim, verdict, note, *info["div"])
         if verdict == INCONCLUSIVE and math.isfinite(base["paper_delta"]) and math.isfinite(comp.ci_low):
             inside = comp.ci_low <= base["paper_delta"] <= comp.ci_high
             note += "; the paper's Δ lies " + ("inside" if inside else "outside") + " our 95 % CI"
         mean_b = info["means"][1]
+        # the paper's effect taken relative to its base, at our base: what the seeds should be able to detect
+        paper_effect = base["paper_relative_pct"] / 100 * mean_b
         rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"], "p_holm": p_holm,
+                     "paper_effect_at_our_base": paper_effect,
+                     "n_needed": seeds_needed(paper_effect, comp.sd, comp.alpha, power)
+                     if claim.test != EQUIVALENCE else math.nan,
                      "verdict": verdict, "note": note, "comparison": " vs ".join(key[:2]) + f" [{key[2]}]",
                      "tables": " ".join(info["tables"]), "n_diverged_a": info["div"][0],
                      "n_diverged_b": info["div"][2], "ours_base": mean_b,
@@ -336,7 +341,7 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
                  "ci_low", "ci_high", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
                  "p_holm", "mde", "alpha", "verdict", "note", "paper_delta", "paper_base", "paper_relative_pct",
-                 "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
+                 "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
                  "n_diverged_b", "value", "threshold", "seed")
 
 

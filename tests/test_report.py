@@ -89,3 +89,10 @@ def test_compare_says_which_claims_agree_with_a_reference(tmp_path, capsys):
     assert main(["compare", str(ref), str(other)]) == 0
     assert "t1_linear" in capsys.readouterr().out
     assert main(["compare", str(ref), str(tmp_path / "typo")]) == 2
+
+
+def test_the_readme_quotes_the_committed_reference_from_its_meta_files():
+    from armlib.paths import REPO_ROOT
+
+    quoted = report.reference_summary(REPO_ROOT / "reports" / "quick")
+    assert quoted in (REPO_ROOT / "README.md").read_text().replace("\n", " "), quoted

@@ -165,3 +165,13 @@ def test_paper_delta_beside_ours_relative_to_the_paper_base():
     assert v.paper_delta == pytest.approx(71.94 - 70.33) and v.paper_base == pytest.approx(70.33)
     assert v.paper_relative_pct == pytest.approx(100 * 1.61 / 70.33)
     assert v.ours_relative_pct == pytest.approx(100 * 1.0 / np.mean([45, 45.5, 47.5]))
+
+
+def test_seeds_needed_for_the_paper_effect_at_our_base():
+    seeds = _seeds("table5", {"coarse_arm": [45.5, 46.0, 45.2, 46.4, 45.9], "coarse_base": [45, 45.5, 45.0, 45.6, 45.1]})
+    claims = {"table5": [c for c in TABLE_CLAIMS["table5"] if c.id == "t5_coarse_arm"]}
+    v = stats.evaluate_claims(seeds, claims).iloc[0]
+    effect = (71.94 - 70.33) / 70.33 * np.mean([45, 45.5, 45.0, 45.6, 45.1])
+    assert v.paper_effect_at_our_base == pytest.approx(effect)
+    assert v.n_needed == pytest.approx(stats.seeds_needed(effect, v.sd, v.alpha))
+    assert stats.minimal_detectable_effect(v.sd, math.ceil(v.n_needed), v.alpha) <= effect + 1e-9
