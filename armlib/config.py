@@ -164,12 +164,7 @@ class TrainConfig:
         """Build from a mapping; ``ValueError`` naming an unknown key (and the closest known one)."""
         if not isinstance(data, dict):
             raise ValueError(f"a config must be a mapping of field names to values, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown config key {key!r}{hint}; known keys: {', '.join(known)}")
+        _refuse_unknown(data, lambda key: "config")
         return cls(**data)
 
     def replace(self, **changes) -> "TrainConfig":

@@ -101,8 +101,8 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
             out = out.assign(**{"ARM moved": g["arm_moved"].first().fillna("")})
         return out.reset_index().to_string(index=False)
     # + 0.0 turns the −0.0 that rounding leaves into 0.0
-    numeric = df.select_dtypes("number").columns
-    return df.assign(**{c: df[c].round(digits) + 0.0 for c in numeric}).to_string(index=False, na_rep="—")
+    floats = df.select_dtypes("float").columns
+    return df.assign(**{c: df[c].round(digits) + 0.0 for c in floats}).to_string(index=False, na_rep="—")
 
 
 def show_claims(claims: pd.DataFrame) -> str:
@@ -120,9 +120,10 @@ def show_claims(claims: pd.DataFrame) -> str:
         p = c["p_holm"] if c["family"] == "primary" else (c["p_tost"] if c["test"] == "equivalence" else c["p"])
         pname = "p_holm" if c["family"] == "primary" else ("p_tost" if c["test"] == "equivalence" else "p")
         paper = "diverged" if pd.isna(c["paper_delta"]) else f"{c['paper_delta']:+.2f}"
-        lines.append(f"[{c['verdict']}] ({c['family']}) {c['text']}: Δ{c['metric']} ours {c['delta']:+.2f} "
-                     f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], n={c['n']}, {pname}={p:.3g}; paper {paper} — "
-                     f"{c['note']}")
+        ci = "" if pd.isna(c["ci_low"]) else f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        test = "" if pd.isna(p) else f", {pname}={p:.3g}"
+        lines.append(f"[{c['verdict']}] ({c['family']}) {c['text']}: Δ{c['metric']} ours {c['delta']:+.2f}{ci}, "
+                     f"n={int(c['n'])}{test}; paper {paper} — {c['note']}")
     return "\n".join(lines)
 
 

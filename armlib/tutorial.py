@@ -20,7 +20,6 @@ from armlib.arm import ARMLoss
 from armlib.data.coarse import simulate_coarse
 from armlib.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, label_ids_to_train_ids, rasterise_polygons
 from armlib.data.scenes import render_scene, sample_scene
-from armlib.losses import IGNORE_INDEX
 from armlib.metrics import ConfusionMatrix
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

@@ -1,7 +1,6 @@
 """The package is layered one way (pyproject.toml's import-linter contract): no module imports one above it."""
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
