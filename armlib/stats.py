@@ -9,7 +9,7 @@ per-seed difference Δ_s = metric[a]_s − metric[b]_s cancels the seed's shared
   p), the exact sign-flip p beside it (``scipy.stats.permutation_test``, every one of the 2^n sign patterns), and a
   BCa bootstrap interval where n ≥ 6 (``scipy.stats.bootstrap``; with fewer seeds it cannot be trusted);
 * the minimal detectable effect: the |Δ| a paired t-test of this n and SD detects with 80 % power, two-sided, at
-  the α the claim is tested at (``statsmodels`` ``TTestPower``);
+  the α the claim is tested at (scipy's noncentral t; :func:`minimal_detectable_effect` says why not statsmodels);
 * for a claim that an effect is absent, TOST equivalence within ±margin (``statsmodels`` ``ttost_paired``):
   reproduced exactly when the 90 % t-interval lies inside ±margin.
 
@@ -76,27 +76,62 @@ def sign_flip_p(deltas: Sequence[float]) -> float:
     return float(res.pvalue)
 
 
+def paired_t_power(effect: float, sd: float, n: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test with n pairs at true mean Δ ``effect`` (SD of Δ ``sd``):
+    P(|T| > t_{1−α/2, n−1}) for T noncentral t with n − 1 degrees of freedom and noncentrality effect·√n/sd.
+
+    scipy's ``nct`` returns NaN for large noncentrality at 1–2 degrees of freedom (the few-seed, Holm-adjusted
+    case we need), so where it does the power is integrated from the definition, T = (Z + nc)/√(V/df) with
+    V ~ χ²_df: P = E_V[Φ(nc − c√(V/df)) + Φ(−nc − c√(V/df))].
+    """
+    from scipy import integrate
+
+    df, nc = n - 1, abs(effect) * math.sqrt(n) / sd
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    power = float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    if math.isfinite(power):
+        return power
+
+    def integrand(v):
+        s = crit * math.sqrt(v / df)
+        return (sps.norm.cdf(nc - s) + sps.norm.cdf(-nc - s)) * sps.chi2.pdf(v, df)
+
+    return float(integrate.quad(integrand, 0, np.inf, limit=200)[0])
+
+
 def minimal_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """|Δ| (units of Δ) that a two-sided paired t-test with n pairs and SD ``sd`` detects with ``power`` at
-    ``alpha``: Cohen's d_z solved by statsmodels' ``TTestPower`` times the SD. NaN for n < 2."""
-    from statsmodels.stats.power import TTestPower
+    ``alpha``. NaN for n < 2.
+
+    Solved with scipy (noncentral t, ``brentq``) rather than statsmodels' ``TTestPower.solve_power``, which does
+    not converge at few seeds and Holm-adjusted α: measured with statsmodels 0.15, n = 2 at α = 0.01 returned
+    10.0 standard deviations, whose power is 0.18, not 0.8.
+    """
+    from scipy.optimize import brentq
 
     if n < 2 or not math.isfinite(sd):
         return math.nan
     if sd == 0:
         return 0.0
-    dz = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(dz) * sd
+    high = sd
+    while paired_t_power(high, sd, n, alpha) < power:
+        high *= 2
+    return float(brentq(lambda d: paired_t_power(d, sd, n, alpha) - power, 0.0, high, xtol=1e-10 * sd))
 
 
 def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Pairs a two-sided paired t-test needs to detect ``effect`` with ``power`` at ``alpha`` (SD ``sd``)."""
-    from statsmodels.stats.power import TTestPower
+    """Pairs (fractional; round up) a two-sided paired t-test needs to detect ``effect`` with ``power`` at
+    ``alpha`` when the SD of Δ is ``sd``; NaN when there is no effect or no spread to size it by."""
+    from scipy.optimize import brentq
 
     if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0 or sd <= 0:
         return math.nan
-    return float(TTestPower().solve_power(effect_size=abs(effect) / sd, nobs=None, alpha=alpha, power=power,
-                                          alternative="two-sided"))
+    if paired_t_power(effect, sd, 2, alpha) >= power:
+        return 2.0
+    high = 4.0
+    while paired_t_power(effect, sd, high, alpha) < power:
+        high *= 2
+    return float(brentq(lambda n: paired_t_power(effect, sd, n, alpha) - power, 2.0, high, xtol=1e-6))
 
 
 def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], alpha: float = ALPHA,
@@ -189,14 +224,11 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
     the reason in ``note``, so a table never silently loses a row of the paper's.
     """
     out = []
-    for (table, row, metric), g in seeds.groupby(["table", "row", "metric"], sort=False):
+    for (group_table, row, metric), g in seeds.groupby(["table", "row", "metric"], sort=False):
         finished = g[g.status == "ok"]["value"].astype(float)
         finished = finished[np.isfinite(finished)]
-        try:
-            paper = paper_value(table, row, metric)
-        except KeyError:
-            paper = math.nan
-        out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric, "paper": paper,
+        out.append({"table": group_table, "row": row, "label": paper_label(group_table, row), "metric": metric,
+                    "paper": _paper_or_nan(group_table, row, metric),
                     "mean": finished.mean() if len(finished) else math.nan,
                     "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
                     "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale, "note": "",
@@ -207,15 +239,18 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
         row, _, column = name.partition("@")   # Table 6 names a run "method@annotation"
         metrics = [column] if column else list(table_metrics(table))
         for metric in metrics:
-            try:
-                paper = paper_value(table, row, metric)
-            except KeyError:
-                paper = math.nan
             out.append({"table": table, "row": row, "label": paper_label(table, row), "metric": metric,
-                        "paper": paper, "mean": math.nan, "std": math.nan, "n": 0, "n_diverged": 0, "scale": scale,
+                        "paper": _paper_or_nan(table, row, metric), "mean": math.nan, "std": math.nan, "n": 0, "n_diverged": 0, "scale": scale,
                         "note": reason, "arm_moved": ""})
     return pd.DataFrame(out, columns=["table", "row", "label", "metric", "paper", "mean", "std", "n", "n_diverged",
                                       "scale", "note", "arm_moved"])
+
+
+def _paper_or_nan(table: str, row: str, metric: str) -> float:
+    try:
+        return paper_value(table, row, metric)
+    except KeyError:   # a row the paper does not have (the noise sweep, our controls)
+        return math.nan
 
 
 def _moved(group: pd.DataFrame) -> str:
@@ -346,10 +381,7 @@ CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "m
 
 
 def _paper_columns(table: str, claim: Claim) -> dict:
-    try:
-        a, b = paper_value(table, claim.a, claim.metric), paper_value(table, claim.b, claim.metric)
-    except KeyError:
-        a = b = math.nan
+    a, b = _paper_or_nan(table, claim.a, claim.metric), _paper_or_nan(table, claim.b, claim.metric)
     delta = a - b   # NaN where the paper printed NaN (a diverged row): the note says so
     return {"paper_delta": delta, "paper_base": b,
             "paper_relative_pct": 100 * delta / b if math.isfinite(delta) and b else math.nan}
@@ -383,7 +415,7 @@ def one_seed_note(n_seeds: int) -> str | None:
             "two seeds to estimate the seed-to-seed spread. Run more seeds (--seeds) to decide the claims.")
 
 
-__all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "minimal_detectable_effect", "seeds_needed",
+__all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect", "seeds_needed",
            "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
            "threshold_claims_frame", "distinct_verdicts", "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
            "SEED_COLUMNS"]
