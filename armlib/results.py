@@ -15,6 +15,7 @@ files alone, so anyone can re-analyse a committed reference without its runs.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +39,22 @@ def write_section(out_dir: str | Path, key: str, per_seed: pd.DataFrame | None =
     return folder
 
 
+def discard_other_scales(out_dir: str | Path, scale: str) -> list[Path]:
+    """Remove the result files and figures of sections whose meta file records another scale, so a report
+    never mixes two scales' runs (a smoke run into ``reports/`` before a quick one). Returns what was removed."""
+    removed = []
+    for meta in sorted(results_dir(out_dir).glob("meta_*.json")):
+        key = meta.stem.removeprefix("meta_")
+        if key == "training" or section_scale(out_dir, key) == scale:
+            continue
+        folder = resolve(out_dir)
+        for path in [*folder.glob(f"results/{key}.csv"), *folder.glob(f"results/{key}_seeds.csv"),
+                     *folder.glob(f"results/claims_{key}.csv"), meta, *folder.glob(f"figures/{key}*.png")]:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def read_csv(path: Path) -> pd.DataFrame | None:
     """A result CSV, or None when it is missing or empty."""
     if not path.exists() or path.stat().st_size == 0:
@@ -48,11 +65,19 @@ def read_csv(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def read_seed_results(out_dir: str | Path, exclude: str | None = None) -> pd.DataFrame:
-    """Every ``*_seeds.csv`` under ``out_dir/results`` (but ``exclude``'s) as one frame (:data:`SEED_COLUMNS`)."""
+def section_scale(out_dir: str | Path, key: str) -> str | None:
+    """The scale ``meta_<key>.json`` records (None when the section has no meta file yet)."""
+    meta = results_dir(out_dir) / f"meta_{key}.json"
+    return json.loads(meta.read_text()).get("scale") if meta.exists() else None
+
+
+def read_seed_results(out_dir: str | Path, exclude: str | None = None, scale: str | None = None) -> pd.DataFrame:
+    """Every ``*_seeds.csv`` under ``out_dir/results`` (but ``exclude``'s, and with ``scale`` only the sections
+    whose meta file records that scale) as one frame (:data:`SEED_COLUMNS`)."""
     frames = []
     for path in sorted(results_dir(out_dir).glob("*_seeds.csv")):
-        if exclude is not None and path.name == f"{exclude}_seeds.csv":
+        key = path.name.removesuffix("_seeds.csv")
+        if key == exclude or (scale is not None and section_scale(out_dir, key) not in (None, scale)):
             continue
         frame = read_csv(path)
         if frame is not None:

@@ -174,7 +174,7 @@ def section_claims(key: str, seeds: pd.DataFrame, scale: str, out_dir="reports")
     """The section's comparison claims, Holm-adjusted over the primary comparisons whose per-seed results
     exist in ``out_dir`` so far (all of them by the time ``armlib reproduce`` renders the report, which
     recomputes ``results/claims.csv`` from every per-seed file: that file is the final word)."""
-    everything = pd.concat([results.read_seed_results(out_dir, exclude=key), seeds], ignore_index=True)
+    everything = pd.concat([results.read_seed_results(out_dir, exclude=key, scale=scale), seeds], ignore_index=True)
     table_claims = {k: sections.claims_for(k, get_scale(scale)) for k in everything.table.unique()}
     claims = stats.evaluate_claims(everything, table_claims)
     return claims[claims.table == key].reset_index(drop=True)

@@ -96,3 +96,14 @@ def test_the_readme_quotes_the_committed_reference_from_its_meta_files():
 
     quoted = report.reference_summary(REPO_ROOT / "reports" / "quick")
     assert quoted in (REPO_ROOT / "README.md").read_text().replace("\n", " "), quoted
+
+
+def test_a_report_never_mixes_two_scales(tmp_path):
+    write(tmp_path, "table1", records({"base": [60.0, 61.0, 62.0], "linear_detach": [62.0, 63.1, 64.0]}))
+    write(tmp_path, "table2", records({"base": [60.0, 61.0, 62.0], "norm_l2": [62.0, 63.1, 64.0]}))
+    (tmp_path / "results" / "meta_table1.json").write_text(json.dumps({"scale": "quick"}))
+    (tmp_path / "results" / "meta_table2.json").write_text(json.dumps({"scale": "smoke"}))
+    assert set(results.read_seed_results(tmp_path, scale="quick").table) == {"table1"}
+    removed = results.discard_other_scales(tmp_path, "quick")
+    assert {p.name for p in removed} >= {"table2_seeds.csv", "claims_table2.csv", "meta_table2.json"}
+    assert set(results.read_seed_results(tmp_path).table) == {"table1"}
