@@ -1,8 +1,8 @@
 """What each notebook calls: one function per table or figure, from runs to result files.
 
-Every function trains (or reuses) the runs it needs through :mod:`armlib.experiments`, measures, writes
-``<out_dir>/results/<key>.csv`` and ``claims_<key>.csv`` for the report, and returns data frames to
-display and plot. Notebooks hold no logic: they call these and :mod:`armlib.plots`.
+Every function trains (or reuses) the runs it needs through :mod:`armlib.experiments`, measures, writes the
+section's result files for the report (:mod:`armlib.results`: per-seed values, summary, claims, meta), and
+returns data frames to display and plot. Notebooks hold no logic: they call these and :mod:`armlib.plots`.
 """
 from __future__ import annotations
 
@@ -141,16 +141,6 @@ def structure(summary: pd.DataFrame, claims: pd.DataFrame) -> str:
 
 
 # -- tables ----------------------------------------------------------------------------------------------
-
-def train_all(keys, scale="quick", seeds=None, data_root="data", device="auto", runs_dir="runs", jobs=None,
-              progress=True) -> list[experiments.Run]:
-    """Train every run the notebooks need in one pool, so parallel hardware stays busy across tables."""
-    sc = get_scale(scale)
-    runs = experiments.plan_sections(keys, sc, runs_dir, seeds, data_root)
-    experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
-                        desc="training runs")
-    return runs
-
 
 def write_training_meta(runs: list[experiments.Run], scale: str, out_dir="reports") -> dict:
     """``results/meta_training.json`` from the run records themselves: how many runs, their summed wall time,

@@ -8,7 +8,8 @@ tolerance, ``FACTOR`` × that spread. Rerun it after ``make goldens``:
     .venv/bin/python tests/goldens/measure_spread.py --variant ONEDNN_MAX_CPU_ISA=AVX2 --variant OMP_NUM_THREADS=2
 
 A column whose values came out identical in every variant gets a tolerance of 0 (compared to the last printed
-digit): the spread measured here is the only evidence this file rests on.
+digit): the spread measured here is the only evidence this file rests on. Columns where a value was a number on
+one CPU and undefined (NaN) on another are listed under "nan_mismatch"; only there may the two disagree so.
 """
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ GOLDENS = ROOT / "tests" / "goldens"
 FACTOR = 3.0
 
 
-def spread(golden_dir: Path, results_dir: Path) -> dict[str, dict[str, float]]:
-    """max |golden − ours| per numeric column of every golden CSV (NaN against NaN counts as 0)."""
-    out = {}
+def spread(golden_dir: Path, results_dir: Path) -> tuple[dict[str, dict[str, float]], dict[str, set[str]]]:
+    """(max |golden − ours| per numeric column of every golden CSV over the rows where both are numbers,
+    {file: columns where one side is NaN and the other a number}: e.g. a loss bin that holds pixels on one CPU
+    and none on another, whose mean is then undefined)."""
+    out, undefined = {}, {}
     for path in sorted(golden_dir.glob("*.csv")):
         golden, ours = pd.read_csv(path), pd.read_csv(results_dir / path.name)
         if golden.shape != ours.shape:
@@ -40,9 +43,11 @@ def spread(golden_dir: Path, results_dir: Path) -> dict[str, dict[str, float]]:
         for column in golden.columns:
             if pd.api.types.is_numeric_dtype(golden[column]) and pd.api.types.is_numeric_dtype(ours[column]):
                 g, o = golden[column].to_numpy(float), ours[column].to_numpy(float)
-                d = np.where(np.isnan(g) & np.isnan(o), 0.0, np.abs(g - o))
-                out[path.name][column] = float(np.nanmax(d)) if len(d) else 0.0
-    return out
+                both = ~np.isnan(g) & ~np.isnan(o)
+                out[path.name][column] = float(np.max(np.abs(g - o)[both])) if both.any() else 0.0
+                if np.any(np.isnan(g) != np.isnan(o)):
+                    undefined.setdefault(path.name, set()).add(column)
+    return out, undefined
 
 
 def run_variant(env_settings: list[str], workdir: Path) -> Path:
@@ -60,17 +65,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     variants = [[]] + [v.split(",") for v in args.variant]
     measured: dict[str, dict[str, float]] = {}
+    undefined: dict[str, set[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, variant in enumerate(variants):
-            results = run_variant(variant, Path(tmp) / f"v{i}")
-            for name, columns in spread(GOLDENS / "smoke", results).items():
+            found, nan_columns = spread(GOLDENS / "smoke", run_variant(variant, Path(tmp) / f"v{i}"))
+            for name, columns in found.items():
                 for column, value in columns.items():
                     measured.setdefault(name, {})[column] = max(measured.get(name, {}).get(column, 0.0), value)
-            print(f"variant {variant or ['default']}: largest difference "
-                  f"{max(v for c in spread(GOLDENS / 'smoke', results).values() for v in c.values()):.3g}")
+            for name, columns in nan_columns.items():
+                undefined.setdefault(name, set()).update(columns)
+            largest = max(v for c in found.values() for v in c.values())
+            print(f"variant {variant or ['default']}: largest difference {largest:.3g}; defined on one side only: "
+                  f"{ {n: sorted(c) for n, c in nan_columns.items()} or 'nothing'}")
     data = {"machine": f"{platform.machine()}, {_cpu()}", "variants": [v or ["default"] for v in variants],
             "factor": FACTOR, "spread": measured,
-            "tolerance": {n: {c: FACTOR * v for c, v in cols.items()} for n, cols in measured.items()}}
+            "tolerance": {n: {c: FACTOR * v for c, v in cols.items()} for n, cols in measured.items()},
+            "nan_mismatch": {n: sorted(c) for n, c in undefined.items()}}
     (GOLDENS / "tolerances.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return 0
 
