@@ -27,8 +27,8 @@ def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd
     """One row per claim present in either folder: id, both verdicts and Δ, and ``agrees`` (bool) with ``why``."""
     from armlib.report import final_claims
 
-    ref = final_claims(check_report_dir(reference)).set_index("id")
-    new = final_claims(check_report_dir(mine)).set_index("id")
+    ref = final_claims(check_report_dir(reference, "REFERENCE")).set_index("id")
+    new = final_claims(check_report_dir(mine, "MINE")).set_index("id")
     rows = []
     for cid in list(dict.fromkeys([*ref.index, *new.index])):
         if cid not in ref.index or cid not in new.index:
@@ -56,8 +56,8 @@ def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("reference", help="report folder to compare with, e.g. reports/quick")
-    parser.add_argument("mine", help="report folder of your rerun, e.g. reports")
+    parser.add_argument("reference", metavar="REFERENCE", help="report folder to compare with, e.g. reports/quick")
+    parser.add_argument("mine", metavar="MINE", help="report folder of your rerun, e.g. reports (after armlib reproduce)")
 
 
 def run(args: argparse.Namespace) -> int:

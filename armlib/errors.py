@@ -56,7 +56,7 @@ def check_device(device: str, cuda_available: bool | None = None) -> None:
                          "use device=cpu, or device=auto (cuda when there is one)")
 
 
-def check_report_dir(out_dir: str | os.PathLike) -> Path:
+def check_report_dir(out_dir: str | os.PathLike, what: str = "--out-dir") -> Path:
     """The resolved report folder; ``UsageError`` unless it holds result files (``results/*.csv|json``).
 
     Rendering a folder without them wrote an empty report silently, which is what a typo in ``--out-dir``
@@ -74,5 +74,5 @@ def check_report_dir(out_dir: str | os.PathLike) -> Path:
         close = difflib.get_close_matches(folder.name, siblings, n=1)
         hint = f" (did you mean {folder.parent / close[0]}?)" if close else ""
     state = "does not exist" if not folder.exists() else "holds no results/*.csv or results/*.json"
-    raise UsageError(f"--out-dir {out_dir}: {folder} {state}; expected the folder a reproduction wrote "
+    raise UsageError(f"{what} {out_dir}: {folder} {state}; expected the folder a reproduction wrote "
                      f"(armlib reproduce --out-dir){hint}")

@@ -67,6 +67,10 @@ def _summary_table(df: pd.DataFrame) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _text(x) -> str:
+    return x if isinstance(x, str) else ""
+
+
 def _moved_cell(value) -> str:
     """"k/n"; red when ARM stayed at its initialisation in some seed (the row is then partly the base model)."""
     if not isinstance(value, str) or not value:
@@ -77,18 +81,20 @@ def _moved_cell(value) -> str:
 
 def _claims_table(df: pd.DataFrame) -> str:
     rows = ["<tr><th>claim</th><th>family</th><th>paper Δ (rel. to its base)</th><th>ours Δ [95 % CI] "
-            "(rel.)</th><th>n</th><th>p (test)</th><th>MDE (80 % power)</th><th>seeds for the paper's Δ</th>"
+            "(rel.)</th><th>n</th><th>p (test)</th><th>MDE at 80 % power, at the claim's α (primary: α/5)</th>"
+            "<th>seeds for the paper's Δ at our base</th>"
             "<th>verdict</th><th>why</th></tr>"]
     for c in df.to_dict("records"):
         if c["test"] == "threshold":
             rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}</td><td>threshold</td>"
                         f"<td>{html.escape(str(c['threshold']))}</td>"
                         f"<td class=num>{html.escape(str(c['metric']))} = {_num(c['value'], 3)}</td><td></td><td></td>"
-                        f"<td></td><td></td><td>{_verdict(c['verdict'])}</td><td class=muted>{html.escape(str(c['note']))}"
+                        f"<td></td><td></td><td>{_verdict(c['verdict'])}</td><td class=muted>{html.escape(_text(c['note']))}"
                         "</td></tr>")
             continue
         unit = " mIoU pts" if c["metric"] in ("mIoU", "fine", "coarse", "ade20k") else ""
-        paper = ("diverged (NaN)" if pd.isna(c["paper_delta"]) else
+        status = c.get("paper_status") if isinstance(c.get("paper_status"), str) else ""
+        paper = ({"diverged": "diverged (NaN)"}.get(status, "— (not in the paper)") if pd.isna(c["paper_delta"]) else
                  f"{_num(c['paper_delta'], signed=True)}{unit} ({_num(c['paper_relative_pct'], 1, True)} %)")
         if c["verdict"] == "not run":
             ours, n, p, mde, needed = "—", "", "", "", ""
@@ -110,7 +116,7 @@ def _claims_table(df: pd.DataFrame) -> str:
         rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}{shared}</td><td>{c['family']}</td>"
                     f"<td class=num>{paper}</td><td class=num>{ours}</td><td class=num>{n}</td>"
                     f"<td class=num>{p}</td><td class=num>{mde}</td><td class=num>{needed}</td><td>{_verdict(c['verdict'])}</td>"
-                    f"<td class=muted>{html.escape(str(c['note']))}</td></tr>")
+                    f"<td class=muted>{html.escape(_text(c['note']))}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -257,7 +263,10 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
              "<b>contradicted</b> when significant against it, <b>inconclusive</b> otherwise (then the 95 % CI, "
              "the minimal detectable effect at 80 % power and whether the paper's Δ lies in our CI say what the "
              "data could decide). The primary family is Holm-adjusted; \"no effect\" claims use TOST within a "
-             "stated margin. A diverged seed stays in, marked, and counts against its method.</p>"
+             "stated margin. A diverged seed stays in, marked, and counts against its method. The minimal detectable "
+             "effect (MDE) of a primary claim is at Holm's strictest level, α/5; with n seeds the exact sign-flip p "
+             "cannot go below 2/2ⁿ (0.25 at 3 seeds), so at 3 seeds only the t-test can decide. Training on one "
+             "machine is deterministic: the spread between seeds is the only noise.</p>"
              + (f"<p class=bad>{html.escape(one_seed)}</p>" if one_seed else "")
              + "<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
              + "</table><h2>Verdicts, each distinct comparison counted once</h2>" + _headline(claims)

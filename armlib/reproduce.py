@@ -151,6 +151,13 @@ def tidy_golden(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:   # 0 used to fall back to the scale's default silently
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text}")
+    return value
+
+
 def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="quick", choices=["smoke", "quick", "gpu", "paper"])
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"run only these of {NOTEBOOKS}")
@@ -161,7 +168,7 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default="runs", help="one folder per training run")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
-    parser.add_argument("--jobs", type=int, help="training runs at once (default: the scale's)")
+    parser.add_argument("--jobs", type=_positive_int, help="training runs at once (default: the scale's)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the data, print the planned runs and notebooks, train nothing")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")

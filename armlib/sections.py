@@ -178,7 +178,7 @@ PRIMARY, SECONDARY = "primary", "secondary"
 EFFECT, EQUIVALENCE = "effect", "equivalence"
 ALPHA = 0.05                 # two-sided level of every test; the primary family is Holm-adjusted at this level
 POWER = 0.80                 # power at which the minimal detectable effect is quoted
-EQUIVALENCE_MARGIN = 1.0     # mIoU points: "no effect" means the 90 % CI of the paired Δ lies inside ±1.0
+EQUIVALENCE_MARGIN = 1.0     # mIoU points: "no effect" means TOST shows the paired Δ inside ±1.0
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,8 @@ class Claim:
     """What the paper asserts between two rows of a table, in ``metric``.
 
     ``test="effect"``: sign(metric[a] − metric[b]) == ``sign`` (verdict reproduced / contradicted / inconclusive
-    from the paired t-test). ``test="equivalence"``: |metric[a] − metric[b]| < ``margin`` (TOST: reproduced when
-    the 90 % CI lies inside ±margin). ``family``: "primary" claims (the paper's central ones) are Holm-adjusted
+    from the paired t-test). ``test="equivalence"``: |metric[a] − metric[b]| < ``margin`` (TOST; unadjusted, that
+    is the 90 % CI inside ±margin; for a primary claim the Holm-adjusted TOST p decides). ``family``: "primary" claims (the paper's central ones) are Holm-adjusted
     together; "secondary" ones keep their raw p and are exploratory. ``diverges``: the paper printed NaN for row
     ``a`` (it diverged): at least half of our seeds diverging reproduces that.
     """

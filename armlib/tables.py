@@ -51,11 +51,11 @@ def finish(key: str, claims: pd.DataFrame, started: float, scale: str, seeds=Non
 def finding(claims: pd.DataFrame) -> str:
     """One honest sentence from the verdicts, counting each distinct comparison once."""
     if claims is None or not len(claims):
-        return "Nothing to compare at this scale."
+        return "No claim is tested in this section: it describes the data (see the table)."
     distinct = stats.distinct_verdicts(claims)
     counts = distinct.verdict.value_counts()
     parts = [f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts]
-    s = f"{len(distinct)} distinct claims: " + ", ".join(parts) + "."
+    s = f"{len(distinct)} distinct claim{'s' if len(distinct) != 1 else ''}: " + ", ".join(parts) + "."
     failed = distinct[distinct.verdict.isin([stats.CONTRADICTED, stats.FAILS])].text.tolist()
     if failed:
         s += " Contradicted or failed: " + "; ".join(failed) + "."
@@ -119,7 +119,7 @@ def show_claims(claims: pd.DataFrame) -> str:
             continue
         p = c["p_holm"] if c["family"] == "primary" else (c["p_tost"] if c["test"] == "equivalence" else c["p"])
         pname = "p_holm" if c["family"] == "primary" else ("p_tost" if c["test"] == "equivalence" else "p")
-        paper = "diverged" if pd.isna(c["paper_delta"]) else f"{c['paper_delta']:+.2f}"
+        paper = (c.get("paper_status") or "diverged") if pd.isna(c["paper_delta"]) else f"{c['paper_delta']:+.2f}"
         ci = "" if pd.isna(c["ci_low"]) else f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
         test = "" if pd.isna(p) else f", {pname}={p:.3g}"
         lines.append(f"[{c['verdict']}] ({c['family']}) {c['text']}: Δ{c['metric']} ours {c['delta']:+.2f}{ci}, "

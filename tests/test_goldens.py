@@ -79,7 +79,9 @@ def test_smoke_results_match_the_goldens_within_the_measured_tolerance():
 def test_every_golden_file_has_its_measured_tolerances():
     tol = tolerances()
     for path in sorted(SMOKE.glob("*.csv")):
-        numeric = [c for c, t in pd.read_csv(path).dtypes.items() if pd.api.types.is_numeric_dtype(t)]
+        frame = pd.read_csv(path)
+        # an all-empty text column (e.g. paper_status where the paper has every row) reads as NaN floats
+        numeric = [c for c, t in frame.dtypes.items() if pd.api.types.is_numeric_dtype(t) and frame[c].notna().any()]
         assert set(numeric) <= set(tol.get(path.name, {})), path.name
 
 

@@ -190,3 +190,16 @@ def test_seeds_needed_for_the_paper_effect_at_our_base():
     assert v.paper_effect_at_our_base == pytest.approx(effect)
     assert v.n_needed == pytest.approx(stats.seeds_needed(effect, v.sd, v.alpha))
     assert stats.minimal_detectable_effect(v.sd, math.ceil(v.n_needed), v.alpha) <= effect + 1e-9
+
+
+def test_paper_status_tells_diverged_from_absent_and_collapsed_bases_are_not_scaled():
+    seeds = _seeds("table1", {"linear_detach": [62.0, 63.1, 64.0], "linear_nodetach": [4.0, 5.0, 4.5]})
+    v = stats.evaluate_claims(seeds, {"table1": [c for c in TABLE_CLAIMS["table1"] if c.id == "t1_detach"]}).iloc[0]
+    assert v.paper_effect_at_our_base == pytest.approx(72.13 - 4.03)   # in points: the paper's base collapsed
+    assert v.paper_status == "" and "outside our 95 % CI" in v.note and "size does not" in v.note
+    noise = _seeds("noise_sweep", {"arm@1": [1.0, 2.0], "base@1": [0.0, 1.0]})
+    w = stats.evaluate_claims(noise, {"noise_sweep": [Claim("n", "", "arm@1", "base@1")]}).iloc[0]
+    assert w.paper_status == "not in the paper"
+    l1 = _seeds("table2", {"norm_l1": [1.0, 2.0], "norm_l2": [0.0, 1.0]})
+    x = stats.evaluate_claims(l1, {"table2": [c for c in TABLE_CLAIMS["table2"] if c.id == "t2_l1"]}).iloc[0]
+    assert x.paper_status == "diverged"
