@@ -98,6 +98,9 @@ class TrainConfig:
     eval_batch_size: int = 1                 # images per evaluation batch (1 for variable-size images)
     tta_scales: tuple[float, ...] | None = None  # also evaluate with this TTA (record "metrics_tta", Table 6)
     tta_flip: bool = True                    # horizontal flip in that TTA (the paper's, after OCR [35])
+    # A class the scale cannot resolve (IoU 0 in every calibration run, fine labels included) would add a
+    # constant 0 to every mean; its IoU is still recorded, and mIoU_all_classes averages every class.
+    unresolved_classes: tuple[str, ...] = ()  # class names (armlib.data.loading.class_names) left out of mAcc/mIoU
 
     # --- runtime ----------------------------------------------------------------------------------------
     seed: int = 0                            # seeds python/numpy/torch, data order and augmentation

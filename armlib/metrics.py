@@ -80,6 +80,30 @@ def _nanmean(x: Tensor) -> float:
     return float(x[keep].mean()) if keep.any() else math.nan
 
 
+def resolved_mask(class_names, unresolved=()) -> Tensor:
+    """Bool tensor over ``class_names``: True for the classes a mean is taken over (not in ``unresolved``).
+
+    Raises ``ValueError`` naming the config key when a name of ``unresolved`` is not one of ``class_names``.
+    """
+    names = list(class_names)
+    unknown = [name for name in unresolved if name not in names]
+    if unknown:
+        raise ValueError(f"unresolved_classes {unknown} are not classes of this dataset (expected names from {names})")
+    return torch.tensor([name not in unresolved for name in names], dtype=torch.bool)
+
+
+def reported_metrics(metrics: dict, class_names, unresolved=()) -> dict:
+    """aAcc, and mAcc / mIoU over the classes not in ``unresolved``, of a :meth:`ConfusionMatrix.compute` result.
+
+    ``mIoU_all_classes`` keeps the mean over every class, so leaving classes out is visible. Raises
+    ``ValueError`` naming a class of ``unresolved`` that is not in ``class_names``.
+    """
+    keep = resolved_mask(class_names, unresolved)
+    per_class = {k: torch.tensor(metrics[k], dtype=torch.float64) for k in ("Acc", "IoU")}
+    return {"aAcc": metrics["aAcc"], "mAcc": _nanmean(per_class["Acc"][keep]), "mIoU": _nanmean(per_class["IoU"][keep]),
+            "mIoU_all_classes": metrics["mIoU"]}
+
+
 def evaluate(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> dict:
     """One-shot :class:`ConfusionMatrix`: metrics of a prediction against its ground truth."""
     cm = ConfusionMatrix(num_classes, ignore_index, device=pred.device)

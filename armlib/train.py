@@ -65,6 +65,7 @@ from armlib.data.checks import check_run_inputs, check_val_set
 from armlib.data.loading import (AugmentedDataset, ResumableSampler, batches, build_datasets, class_names,
                                  prepare_data)
 from armlib.evaluation import evaluate_model
+from armlib.metrics import reported_metrics, resolved_mask
 from armlib.fused import FusedARMLoss
 from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
                            mean_over_valid, ohem_cross_entropy)
@@ -376,6 +377,7 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
     if not is_main:
         root = prepare_data(cfg)
     train_base, val_set, num_classes = build_datasets(cfg, root)
+    resolved_mask(class_names(cfg), cfg.unresolved_classes)   # a misspelt class fails now, not after training
     check_val_set(val_set, f"the val set of dataset={cfg.dataset!r}")  # a bad val label fails now, not after T
     from armlib.data import train_transform
 
@@ -552,11 +554,12 @@ def _train(cfg, out_dir, resume, model_fn, stop_at, rank, world, local_rank, sta
         "train_img_per_s": history["images"] / max(history["train_seconds"], 1e-9),
         "sessions": history["sessions"] + 1,  # 1 + the number of resumes
         **_peak_memory(device),
-        "metrics": {k: metrics[k] for k in ("aAcc", "mAcc", "mIoU")},
+        "metrics": reported_metrics(metrics, class_names(cfg), cfg.unresolved_classes),
         "IoU": metrics["IoU"],
         "Acc": metrics["Acc"],
         "class_names": class_names(cfg),
-        **({"metrics_tta": {k: metrics_tta[k] for k in ("aAcc", "mAcc", "mIoU")}, "IoU_tta": metrics_tta["IoU"]}
+        **({"metrics_tta": reported_metrics(metrics_tta, class_names(cfg), cfg.unresolved_classes),
+            "IoU_tta": metrics_tta["IoU"]}
            if metrics_tta is not None else {}),
         "arm_rank_max_abs_diff": arm_diff,
     }

@@ -20,7 +20,7 @@ from armlib.data.loading import prepare_data
 from armlib.runs import CHECKPOINT
 from armlib.train import build_criterion, compute_loss, train
 
-C = 19
+C = 10  # the synthetic scenes' own class set (armlib.data.loading.class_names)
 
 
 # -- fixtures and stand-ins ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from armlib.data.folder import PairedSegmentationDataset
-from armlib.data.labels import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, label_ids_to_train_ids,
+from armlib.data.labels import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, label_ids_to_train_ids, train_id_subset,
                                 polygons_to_label_ids)
 
 __all__ = ["Cityscapes", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "cityscapes_paths"]
@@ -60,9 +60,12 @@ class Cityscapes(PairedSegmentationDataset):
         with_fine: also return the gtFine mask of each coarse-labelled train image, so an analysis can
             tell which coarse labels are wrong. Needs ``split="train"`` and ``annotation="coarse"``.
         on_error: ``"raise"`` or ``"skip"`` (see :mod:`armlib.data.folder`).
+        classes: train class names to keep, in the order of the returned indices (e.g. the synthetic
+            scenes' 10, :func:`armlib.data.loading.class_names`); pixels of other classes become 255. None:
+            all 19 (:func:`armlib.data.labels.train_id_subset` raises ``ValueError`` for an unknown name).
 
     Items: ``(image, mask)`` or ``(image, mask, fine_mask)``: ``tv_tensors.Image`` uint8 3×H×W and
-    ``tv_tensors.Mask`` int64 H×W with values 0..18 and 255 (ignore).
+    ``tv_tensors.Mask`` int64 H×W with values 0..K−1 and 255 (ignore), K = ``len(self.classes)`` (19 by default).
 
     Attributes:
         files: ``(image_path, label_path)`` per item; ``label_path`` is the ``*_labelIds.png``, or the
@@ -75,8 +78,13 @@ class Cityscapes(PairedSegmentationDataset):
     palette = CITYSCAPES_PALETTE
 
     def __init__(self, root: str | Path, split: str = "train", annotation: str = "fine",
-                 transform: Callable | None = None, with_fine: bool = False, on_error: str = "raise"):
+                 transform: Callable | None = None, with_fine: bool = False, on_error: str = "raise",
+                 classes=None):
         super().__init__(transform=transform, on_error=on_error)
+        self._subset = None if classes is None else train_id_subset(classes)
+        if classes is not None:
+            self.classes = tuple(classes)
+            self.palette = tuple(CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(name)] for name in classes)
         image_split, label_folder = cityscapes_paths(split, annotation)
         if with_fine and not (split == "train" and annotation == "coarse"):
             raise ValueError("with_fine=True needs split='train' and annotation='coarse' (the only coarse "
@@ -145,7 +153,8 @@ class Cityscapes(PairedSegmentationDataset):
             ids = polygons_to_label_ids(path)
         else:
             ids = self.read_label_image(path)
-        return label_ids_to_train_ids(ids, source=path)
+        train_ids = label_ids_to_train_ids(ids, source=path)
+        return train_ids if self._subset is None else self._subset[train_ids]
 
     def __repr__(self) -> str:
         return (f"Cityscapes(root={str(self.root)!r}, split={self.split!r}, annotation={self.annotation!r}, "

@@ -68,6 +68,32 @@ def label_ids_to_train_ids(ids: np.ndarray, source: object = "label image") -> n
     return LABEL_ID_TO_TRAIN_ID[ids]
 
 
+def train_id_subset(classes) -> np.ndarray:
+    """256-entry table from train ids to indices into ``classes``, a subset of the 19 train class names.
+
+    A dataset that only ever contains some Cityscapes classes (the synthetic scenes hold 10) is trained and
+    scored on its own class set: with all 19, a stray prediction of an absent class adds an IoU of 0 to the
+    mean and the model spends logits on classes it never sees. Train ids of classes outside the subset map to
+    ``IGNORE_INDEX``, as does 255. Raises ``ValueError`` for a name that is not a train class or a repeat.
+    """
+    classes = list(classes)
+    unknown = [name for name in classes if name not in CITYSCAPES_CLASSES]
+    if unknown or len(set(classes)) != len(classes) or not classes:
+        raise ValueError(f"classes must be distinct Cityscapes train class names {list(CITYSCAPES_CLASSES)}, "
+                         f"got {classes} (unknown: {unknown})")
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for index, name in enumerate(classes):
+        table[CITYSCAPES_CLASSES.index(name)] = index
+    table.flags.writeable = False
+    return table
+
+
+def in_train_id_order(names) -> tuple[str, ...]:
+    """``names`` sorted by Cityscapes train id (a subset's class order; raises like :func:`train_id_subset`)."""
+    train_id_subset(names)
+    return tuple(sorted(names, key=CITYSCAPES_CLASSES.index))
+
+
 def _official_label_name(label: str) -> str | None:
     # Same rule as createLabelImage: 'cargroup' falls back to 'car'. Checked here first because the
     # official function calls sys.exit() on an unknown label.

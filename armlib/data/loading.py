@@ -48,15 +48,25 @@ def dataset_for(cfg: TrainConfig, root: Path, split: str, transform=None, with_f
 
     if cfg.dataset == "ade20k":
         return ADE20K(root, "training" if split == "train" else "validation", transform=transform)
-    return Cityscapes(root, split, cfg.annotation, transform=transform, with_fine=with_fine)
+    classes = class_names(cfg) if cfg.dataset == "synth" else None
+    return Cityscapes(root, split, cfg.annotation, transform=transform, with_fine=with_fine, classes=classes)
 
 
 def class_names(cfg: TrainConfig) -> list[str]:
-    """Names of the evaluated classes (ADE20K's reader has no names: "class_0" … "class_149")."""
+    """Names of the classes a model of ``cfg`` predicts and is scored on, index = label value.
+
+    Cityscapes: the 19 train classes. The synthetic scenes: the 10 classes they draw, in train-id order
+    (:data:`armlib.data.scenes.SCENE_LABELS`). ADE20K's reader has no names: "class_0" … "class_149".
+    """
     if cfg.dataset == "ade20k":
         from armlib.data import ADE20K_NUM_CLASSES
 
         return [f"class_{i}" for i in range(ADE20K_NUM_CLASSES)]
+    if cfg.dataset == "synth":
+        from armlib.data.labels import in_train_id_order
+        from armlib.data.scenes import SCENE_LABELS
+
+        return list(in_train_id_order(SCENE_LABELS))
     from armlib.data import CITYSCAPES_CLASSES
 
     return list(CITYSCAPES_CLASSES)
