@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from PIL import Image
 
 from armlib.cli import main as armlib_main
 from armlib.data import Cityscapes, coarse_label_stats, ensure_synthetic, generate
-from armlib.data.coarse import (DEFAULT_NOISE, CoarseParams, _object_index_map, cityscapes_coarse_stats,
-                                simulate_coarse)
+from armlib.data.coarse import (DEFAULT_NOISE, CoarseParams, CoarseStatsAccumulator, _object_index_map,
+                                cityscapes_coarse_stats, simulate_coarse)
 from armlib.data.labels import label_ids_to_train_ids, polygons_to_label_ids
 from armlib.data.scenes import render_scene, sample_scene
 from armlib.data import synth
@@ -143,6 +144,93 @@ def test_coarse_label_stats_pools_pixels_over_pairs():
         coarse_label_stats(a_fine, b_coarse)
 
 
+def brute_force_mislabelled(pairs, ignore=255) -> tuple[float, list[float]]:
+    """Share of mislabelled pixels among coarse-labelled ones, and each located one's distance to the nearest
+    fine boundary (+0.5 px), by loops over pixels in float64."""
+    wrong, labelled, distances = 0, 0, []
+    for fine, coarse in pairs:
+        height, width = fine.shape
+        boundary = [(y, x) for y in range(height) for x in range(width)
+                    if any(0 <= y + dy < height and 0 <= x + dx < width and fine[y + dy, x + dx] != fine[y, x]
+                           for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))]
+        for y in range(height):
+            for x in range(width):
+                if coarse[y, x] == ignore:
+                    continue
+                labelled += 1
+                if fine[y, x] != ignore and fine[y, x] != coarse[y, x]:
+                    wrong += 1
+                    if boundary:
+                        distances.append(min(math.hypot(float(y - by), float(x - bx)) for by, bx in boundary) + 0.5)
+    return wrong / labelled, distances
+
+
+def blocky_pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fine labels in 6×6 blocks with a few ignore pixels; coarse = fine shifted (errors along the boundaries),
+    a few random relabels (errors anywhere), holes."""
+    rng = np.random.default_rng(seed)
+    fine = np.kron(rng.integers(0, 3, (4, 5)), np.ones((6, 6), int))
+    fine[rng.random(fine.shape) < 0.03] = 255
+    coarse = np.roll(fine, (2, 3), axis=(0, 1))
+    relabel = rng.random(fine.shape) < 0.03
+    coarse[relabel] = rng.integers(0, 3, int(relabel.sum()))
+    coarse[rng.random(fine.shape) < 0.2] = 255
+    return fine, coarse
+
+
+def test_mislabelled_statistics_match_a_brute_force_count():
+    pairs = [blocky_pair(seed) for seed in range(3)]
+    share, distances = brute_force_mislabelled(pairs)
+    distances = np.array(distances, dtype=np.float64)
+    stats = coarse_label_stats(pairs, mislabelled=True)
+    assert stats["mislabelled_share"] == pytest.approx(share, rel=1e-12)
+    assert stats["mislabelled_pixels"] == distances.size > 50
+    for radius in (1, 2, 4):
+        assert stats[f"mislabelled_within_{radius}px"] == pytest.approx((distances <= radius).mean(), rel=1e-12)
+    assert stats["mislabelled_median_px"] == pytest.approx(np.median(distances), rel=1e-12)
+    # pooled over images, not a mean of per-image medians: an odd and an even count
+    for subset in (pairs[:1], pairs[:2]):
+        _, d = brute_force_mislabelled(subset)
+        assert coarse_label_stats(subset, mislabelled=True)["mislabelled_median_px"] == pytest.approx(np.median(d))
+
+
+def test_mislabelled_statistics_on_a_known_case():
+    fine = np.zeros((10, 20), int)
+    fine[:, 10:] = 1
+    coarse = fine.copy()
+    coarse[:, 10:13] = 0  # class 0 overshoots 3 px into class 1: distances 0.5, 1.5, 2.5 px
+    stats = coarse_label_stats(fine, coarse, mislabelled=True)
+    assert stats["mislabelled_share"] == pytest.approx(30 / 200) and stats["mislabelled_pixels"] == 30
+    assert [stats[f"mislabelled_within_{r}px"] for r in (1, 2, 4)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert stats["mislabelled_median_px"] == 1.5
+    # the default keys are unchanged, and the default call gives no new key
+    default = coarse_label_stats(fine, coarse)
+    assert set(default) == {"coverage", "agreement", "boundary_band_px", "pixels", "images"}
+    np.testing.assert_equal({k: stats[k] for k in default}, default)  # NaN band (no unlabelled pixel) == NaN
+    # Coarse labels on fine-ignore pixels count in the denominator, not as errors: the share is
+    # (1 − agreement) × both / labelled, below 1 − agreement.
+    fine[0] = 255
+    stats = coarse_label_stats(fine, coarse, mislabelled=True)
+    assert stats["mislabelled_share"] == pytest.approx(27 / 200)
+    assert stats["mislabelled_share"] == pytest.approx((1 - stats["agreement"]) * 180 / 200)
+    assert 1 - stats["agreement"] == pytest.approx(27 / 180)
+
+
+def test_mislabelled_statistics_without_boundary_or_without_error():
+    uniform = coarse_label_stats(np.zeros((5, 5), int), np.ones((5, 5), int), mislabelled=True)
+    assert uniform["mislabelled_share"] == 1.0 and uniform["mislabelled_pixels"] == 25
+    assert all(math.isnan(uniform[k]) for k in ("mislabelled_within_1px", "mislabelled_median_px"))  # no distance
+    fine = np.zeros((5, 6), int)
+    fine[:, 3:] = 1
+    clean = coarse_label_stats(fine, fine, mislabelled=True)
+    assert clean["mislabelled_share"] == 0.0 and math.isnan(clean["mislabelled_median_px"])
+
+
+def test_accumulators_with_different_settings_do_not_merge():
+    with pytest.raises(ValueError, match="mislabelled"):
+        CoarseStatsAccumulator(mislabelled=True).merge(CoarseStatsAccumulator())
+
+
 def scene_stats(noise: float, n: int = 8) -> dict:
     pairs = []
     for i in range(n):
@@ -152,7 +240,7 @@ def scene_stats(noise: float, n: int = 8) -> dict:
         pairs.append(tuple(label_ids_to_train_ids(polygons_to_label_ids(
             {"imgHeight": SIZE[0], "imgWidth": SIZE[1], "objects": [{"label": l, "polygon": p} for l, p in objs]}))
             for objs in (fine_objects, [(o["label"], o["polygon"]) for o in coarse_objects])))
-    return coarse_label_stats(pairs)
+    return coarse_label_stats(pairs, mislabelled=True)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +255,16 @@ def test_coarse_statistics_lie_in_their_documented_bounds(stats_by_noise):
     assert 0.76 < default["coverage"] < 0.90 and 0.83 < default["agreement"] < 0.94
     assert 2.0 < default["boundary_band_px"] < 12.0
     assert coarsest["coverage"] < 0.72 and coarsest["agreement"] < 0.82
+
+
+def test_mislabelled_pixels_lie_along_fine_boundaries(stats_by_noise):
+    for stats in stats_by_noise.values():
+        # generated fine labels cover every pixel, so the share is exactly 1 − agreement
+        assert stats["mislabelled_share"] == pytest.approx(1 - stats["agreement"], abs=1e-12)
+    default = stats_by_noise[DEFAULT_NOISE]
+    # overshoots reach a few px past a boundary (quick scale, 200 images: 44 % / 76 % / 96 % within 1 / 2 / 4 px)
+    assert default["mislabelled_within_1px"] < default["mislabelled_within_2px"] < default["mislabelled_within_4px"]
+    assert default["mislabelled_within_4px"] > 0.85 and default["mislabelled_median_px"] <= 2.5
 
 
 def test_coverage_falls_and_disagreement_rises_with_noise(stats_by_noise):
@@ -248,6 +346,9 @@ def test_dataset_statistics_from_the_files_match_the_generator(tree):
     for key in ("coverage", "agreement", "boundary_band_px"):
         assert measured[key] == pytest.approx(summary["stats"]["train"][key], abs=1e-5)
     assert measured["images"] == 4
+    located = cityscapes_coarse_stats(root, mislabelled=True)
+    assert {k: located[k] for k in measured} == measured
+    assert located["mislabelled_share"] == pytest.approx(1 - measured["agreement"], abs=1e-12)
 
 
 # -- determinism and caching ----------------------------------------------------------------------------------

@@ -30,15 +30,56 @@ We end with ~8 vertices per polygon rather than ~50: Cityscapes' own coarse poly
 
 ``noise`` in [0, 1] sets every parameter through :data:`NOISE_ANCHORS` (piecewise linear through
 ``noise`` = 0, 0.5, 1; pixel quantities × ``s = sqrt(H·W / (128·256))`` so other sizes keep the statistics).
-Measured on 250 generated 128×256 train scenes (seed 0; :func:`coarse_label_stats`):
 
-=========  ========  =========  ================  =====================================================
-noise      coverage  agreement  boundary_band_px  character
-=========  ========  =========  ================  =====================================================
-0          0.994     1.000      0.8               fine-like: every object traced, 0.5 px DP tolerance
-0.5 (def)  0.836     0.883      5.8               DESIGN.md probe's operating point (0.82 / 0.89)
-1          0.625     0.734      14.6              very coarse: wide margins, 70 % of objects overshoot
-=========  ========  =========  ================  =====================================================
+Measured statistics. :func:`coarse_label_stats` with ``mislabelled=True`` over the train split of trees written
+by ``generate(out, seed=0, n_train=N, n_val=0, noise=…, size=…)`` and read back from their files (the existing
+keys equal the tree's ``stats.json``): N = 250 images at 128×256, and N = 200 at 64×128, the quick scale
+(configs/quick.yaml: ``synth_size [64, 128]``, ``synth_n_train 200``, ``synth_seed 0``, ``synth_noise 0.5``;
+train images draw from their own random streams, so its 50 val images do not change them):
+
+=======  =========  ========  =========  ================  ===================================================
+size     noise      coverage  agreement  boundary_band_px  character
+=======  =========  ========  =========  ================  ===================================================
+128×256  0          0.994     1.000      0.8               fine-like: every object traced, 0.5 px DP tolerance
+128×256  0.5 (def)  0.836     0.883      5.8               DESIGN.md probe's operating point (0.82 / 0.89)
+128×256  1          0.625     0.734      14.6              very coarse: wide margins, 70 % of objects overshoot
+64×128   0          0.996     1.000      0.95              quick scale
+64×128   0.5 (def)  0.844     0.881      2.9               quick scale: the default reproduction's labels
+64×128   1          0.635     0.729      7.2               quick scale
+=======  =========  ========  =========  ================  ===================================================
+
+Coverage and agreement hold across sizes to about 0.01; the band, in pixels, halves with the side (the same
+share of each object). Where the coarse labels are wrong, same images (definitions:
+:class:`CoarseStatsAccumulator`; share of coarse-labelled pixels; distance = Euclidean from the pixel centre to
+the nearest fine-boundary pixel centre + 0.5 px, so it takes the values √k + 0.5):
+
+=======  =========  =================  ========  ========  ========  =========
+size     noise      mislabelled_share  ≤ 1 px    ≤ 2 px    ≤ 4 px    median px
+=======  =========  =================  ========  ========  ========  =========
+128×256  0          0.0001 (932 px)    1.00      1.00      1.00      0.5
+128×256  0.5 (def)  0.117              0.265     0.497     0.733     2.5
+128×256  1          0.266              0.199     0.400     0.627     2.7
+64×128   0          0.000001 (2 px)    1.00      1.00      1.00      0.5
+64×128   0.5 (def)  0.119              0.442     0.759     0.958     1.5
+64×128   1          0.271              0.355     0.653     0.892     1.5
+=======  =========  =================  ========  ========  ========  =========
+
+Generated fine labels cover every pixel, so here ``mislabelled_share`` is exactly ``1 − agreement``. The wrong
+pixels are overshoots (and, at noise 0, polygon simplification), which start at a fine boundary: they lie in a
+band along the boundaries, at the quick scale's default 96 % of them within 4 px and half within 1.5 px; at
+128×256 the band is about twice as wide in pixels, as the spill scales with ``s``.
+
+Published figures for real Cityscapes gtCoarse: none found for its coverage, its agreement with gtFine, the share
+of mislabelled pixels or where they lie. Searched: Cordts et al., "The Cityscapes Dataset for Semantic Urban
+Scene Understanding", CVPR 2016 (the search reached only its abstract and the opening of its introduction, not
+its dataset-statistics section, so a figure there is not ruled out); Das, Xian, He, Akata and Schiele, "Urban Scene
+Semantic Segmentation with Low-Cost Coarse Annotation", WACV 2023 (arXiv 2212.07911); issue threads and code of
+segmentation repositories. What Das et al. do state (Sec. 1, Introduction, citing Cordts et al.) is the protocol,
+not a statistic: coarse polygons ignore the finer details around class boundaries, the annotator labels as many
+pixels as possible within 7 min per image and each polygon must hold a single class, against 90 min per image for
+fine annotation. The simulator's unlabelled boundary band follows that protocol; its coverage and agreement are
+set to the DESIGN.md probe, not to a measured real figure. ``cityscapes_coarse_stats(root, mislabelled=True)``
+gives the real numbers from a local copy of the dataset.
 
 Every object draws its five uniforms whatever ``noise`` is, so one seed gives coupled annotations across
 noise levels: coverage falls and disagreement rises with ``noise`` (tested). Erosion grows faster than
@@ -47,6 +88,7 @@ overshoot above 0.5 so that coverage keeps falling although overshoots add label
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +120,7 @@ NOISE_ANCHORS = {
 SMALL_AREA_SHARE = 0.002
 MEDIUM_AREA_SHARE = 0.02
 SPILL_PER_THICKNESS = 3.0  # an overshoot reaches at most this many times the object's inradius
+MISLABELLED_WITHIN_PX = (1, 2, 4)  # radii (px) of the "mislabelled pixels near a fine boundary" shares
 
 
 @dataclass(frozen=True)
@@ -221,13 +264,37 @@ class CoarseStatsAccumulator:
       every boundary gives ``m/2``; skipped objects raise it. Pixels of an image without any fine
       boundary are left out.
     * ``pixels``, ``images``: what was counted.
+
+    With ``mislabelled=True``, also where the coarse label is wrong. A pixel is *mislabelled* when coarse
+    labels it, fine labels it (not ``ignore_index``) and the two differ:
+
+    * ``mislabelled_share``: mislabelled pixels over all pixels the coarse mask labels (the pixels a loss on
+      coarse labels trains on, fine-ignore ones included), in [0, 1]. Agreement's denominator is the
+      pixels labelled in *both*, so ``mislabelled_share = (1 − agreement) × both / labelled``: it equals
+      ``1 − agreement`` exactly when fine labels every pixel coarse labels (the synthetic scenes), and is
+      smaller where coarse labels fine-ignore pixels (whose correctness is unknown; real gtFine has them).
+    * ``mislabelled_pixels``: their count.
+    * ``mislabelled_within_{1,2,4}px`` (:data:`MISLABELLED_WITHIN_PX`): share of the mislabelled pixels
+      at most 1, 2, 4 px from the nearest fine class boundary, distance as in ``boundary_band_px``
+      (Euclidean between pixel centres to the nearest boundary pixel, + 0.5: a pixel touching the boundary
+      is 0.5 px away, so "within k px" ≈ the first k pixel rings around the boundary).
+    * ``mislabelled_median_px``: their median distance, same metric (mean of the two middle values for an
+      even count, as :func:`numpy.median`).
+
+    The location keys leave out mislabelled pixels of an image without any fine boundary (no distance);
+    ``mislabelled_share`` counts them. Every share is NaN when its denominator is 0. Off by default so that
+    the default keys, and ``stats.json`` of generated trees, stay as they were.
     """
 
-    def __init__(self, ignore_index: int = 255):
+    def __init__(self, ignore_index: int = 255, mislabelled: bool = False):
         self.ignore_index = ignore_index
+        self.mislabelled = bool(mislabelled)
         self.pixels = self.labelled = self.both = self.agree = self.images = 0
         self.band_sum = 0.0
         self.band_count = 0
+        # Squared distances (px², integers: pixel centres lie on the integer grid) of mislabelled pixels to the
+        # nearest fine boundary → count; exact, small, and summed across images and workers.
+        self.wrong_d2: Counter[int] = Counter()
 
     def update(self, fine, coarse) -> None:
         fine, coarse = np.asarray(fine), np.asarray(coarse)
@@ -242,40 +309,82 @@ class CoarseStatsAccumulator:
         self.agree += int((both & (fine == coarse)).sum())
         self.images += 1
         band = fine_ok & ~coarse_ok
-        if band.any():
-            dist = distance_transform(class_boundaries(fine), where=band)[band]
-            dist = dist[np.isfinite(dist)]
-            self.band_sum += float((dist + 0.5).sum())
-            self.band_count += int(dist.size)
+        wrong = both & (fine != coarse) if self.mislabelled else np.zeros_like(band)
+        if band.any() or wrong.any():
+            # One transform serves both sets: its early stop waits for every watched pixel, and the distance of
+            # a watched pixel is exact whatever else is watched, so the band values do not depend on `wrong`.
+            dist = distance_transform(class_boundaries(fine), where=band | wrong)
+            if band.any():
+                band_dist = dist[band]
+                band_dist = band_dist[np.isfinite(band_dist)]
+                self.band_sum += float((band_dist + 0.5).sum())
+                self.band_count += int(band_dist.size)
+            if wrong.any():
+                wrong_dist = dist[wrong]
+                wrong_dist = wrong_dist[np.isfinite(wrong_dist)]
+                squared, counts = np.unique(np.rint(wrong_dist * wrong_dist).astype(np.int64), return_counts=True)
+                self.wrong_d2.update(dict(zip(squared.tolist(), counts.tolist())))
 
     def merge(self, other: "CoarseStatsAccumulator") -> "CoarseStatsAccumulator":
         """Add another accumulator's counts (e.g. from a worker process); returns self."""
+        if other.mislabelled != self.mislabelled:
+            raise ValueError(f"cannot merge an accumulator with mislabelled={other.mislabelled} into one with "
+                             f"mislabelled={self.mislabelled}: the mislabelled_* keys would count part of the images")
         for name in ("pixels", "labelled", "both", "agree", "images", "band_sum", "band_count"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.wrong_d2.update(other.wrong_d2)
         return self
 
     def compute(self) -> dict:
-        return {
+        stats = {
             "coverage": self.labelled / self.pixels if self.pixels else float("nan"),
             "agreement": self.agree / self.both if self.both else float("nan"),
             "boundary_band_px": self.band_sum / self.band_count if self.band_count else float("nan"),
             "pixels": self.pixels,
             "images": self.images,
         }
+        if self.mislabelled:
+            stats.update(self._mislabelled_stats())
+        return stats
+
+    def _mislabelled_stats(self) -> dict:
+        wrong = self.both - self.agree  # labelled in both and different: no counter of its own
+        squared = np.array(sorted(self.wrong_d2), dtype=np.int64)
+        counts = np.array([self.wrong_d2[k] for k in squared], dtype=np.int64)
+        distance = np.sqrt(squared.astype(np.float64)) + 0.5
+        located = int(counts.sum())
+        stats = {"mislabelled_share": wrong / self.labelled if self.labelled else float("nan"),
+                 "mislabelled_pixels": wrong}
+        for radius in MISLABELLED_WITHIN_PX:
+            near = int(counts[distance <= radius].sum())
+            stats[f"mislabelled_within_{radius}px"] = near / located if located else float("nan")
+        if located:
+            # Order statistics (0-based ranks) from the cumulative counts: index of the first value whose
+            # cumulative count exceeds the rank.
+            cumulative = np.cumsum(counts)
+            low, high = (distance[np.searchsorted(cumulative, rank, side="right")]
+                         for rank in ((located - 1) // 2, located // 2))
+            stats["mislabelled_median_px"] = float((low + high) / 2)
+        else:
+            stats["mislabelled_median_px"] = float("nan")
+        return stats
 
 
-def coarse_label_stats(fine, coarse=None, ignore_index: int = 255) -> dict:
+def coarse_label_stats(fine, coarse=None, ignore_index: int = 255, mislabelled: bool = False) -> dict:
     """Coverage, agreement and boundary band of coarse labels against fine ones.
 
     Args:
         fine, coarse: H×W train-id arrays (numpy or torch); or ``fine`` an iterable of ``(fine, coarse)``
             pairs and ``coarse`` None, for statistics pooled over many images.
         ignore_index: the unlabelled value.
+        mislabelled: also report the share of mislabelled pixels and their distance to fine boundaries.
     Returns:
-        dict with ``coverage``, ``agreement``, ``boundary_band_px``, ``pixels``, ``images``
-        (definitions: :class:`CoarseStatsAccumulator`).
+        dict with ``coverage``, ``agreement``, ``boundary_band_px``, ``pixels``, ``images``, and with
+        ``mislabelled`` the ``mislabelled_*`` keys (definitions: :class:`CoarseStatsAccumulator`).
+    Raises:
+        ValueError: ``fine`` and ``coarse`` not H×W arrays of the same shape.
     """
-    acc = CoarseStatsAccumulator(ignore_index)
+    acc = CoarseStatsAccumulator(ignore_index, mislabelled=mislabelled)
     if coarse is None:
         for pair_fine, pair_coarse in fine:
             acc.update(pair_fine, pair_coarse)
@@ -284,11 +393,13 @@ def coarse_label_stats(fine, coarse=None, ignore_index: int = 255) -> dict:
     return acc.compute()
 
 
-def cityscapes_coarse_stats(root: str | Path, limit: int | None = None, progress: bool = False) -> dict:
+def cityscapes_coarse_stats(root: str | Path, limit: int | None = None, progress: bool = False,
+                            mislabelled: bool = False) -> dict:
     """:func:`coarse_label_stats` of gtCoarse against gtFine over a Cityscapes ``train`` split.
 
     Works on the real dataset and on generated scenes alike (both in the official layout), so the report
-    can set the synthetic noise level next to the real numbers. ``limit`` reads only the first N images.
+    can set the synthetic noise level next to the real numbers. ``limit`` reads only the first N images;
+    ``mislabelled`` adds the ``mislabelled_*`` keys.
     """
     from armlib.data.cityscapes import Cityscapes  # torch-importing; kept out of the generator's import path
 
@@ -298,7 +409,7 @@ def cityscapes_coarse_stats(root: str | Path, limit: int | None = None, progress
     if progress:
         from tqdm import tqdm
         indices = tqdm(indices, desc="coarse stats", unit="img")
-    acc = CoarseStatsAccumulator()
+    acc = CoarseStatsAccumulator(mislabelled=mislabelled)
     for index in indices:
         _, coarse, fine = dataset[index]
         acc.update(fine.numpy(), coarse.numpy())
