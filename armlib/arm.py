@@ -307,6 +307,31 @@ def curve_suppression(w) -> float:
     return float((w[0] - w[-1]) / w.mean())
 
 
+def shape_pull(weight_fn: nn.Module, num: int = 201) -> float:
+    """How hard a loss that falls with confidence pulls on the *shape* of W(v) at ARM's current parameters.
+
+    ‖∇_θ Σ_v (l(v) − l̄)·W(v) / Σ_v W(v)‖₂ for l(v) = −v on a uniform grid of ``num`` points of v ∈ [−1, 1]: the
+    gradient ARM's maximisation would get if confident pixels (v → +1) had a lower loss, up to the data's own
+    scale. Only the shape counts, as in ARM's loss (a uniform scaling of W cancels in the normalisation).
+
+    Why it exists: ARM's four 1×1 layers of width 4 with PyTorch's default init make W nearly flat (its range
+    over v ∈ [−1, 1] is 0.0005–0.02 depending on the seed), so ARM starts on a plateau whose slope differs ten-fold
+    between seeds (4e-3 to 4e-2 for seeds 0–7). A seed with a weak pull needs more high-lr steps to leave its
+    initialisation; when the lr drops first, its curve never moves (issue 11). Units: per unit of loss; ≥ 0.
+    """
+    params = [q for q in weight_fn.parameters() if q.requires_grad]
+    if not params:
+        return 0.0
+    first = params[0]
+    v = torch.linspace(-1.0, 1.0, num, dtype=first.dtype, device=first.device).view(1, 1, 1, -1)
+    with torch.enable_grad():
+        w = weight_fn(v).flatten()
+        loss = -v.flatten()
+        pull = ((loss - loss.mean()) * w).sum() / w.sum()
+        grads = torch.autograd.grad(pull, params)
+    return float(torch.sqrt(sum(g.double().square().sum() for g in grads)))
+
+
 def arm_moved(record: dict) -> bool | None:
     """Whether a run record's ARM curve moved from its initialisation (None: no learned curve in the record,
     e.g. the base model, Linear ARM or a diverged run)."""

@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression
-from armlib.experiments import Run, execute, experiment_id
+from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
+from armlib.experiments import Run, execute, experiment_id, run_config
+from armlib.runs import CURVES
+from armlib.train import build_criterion
 from armlib.parameters import parse_seeds
 from armlib.paths import atomic_write_text, resolve
 from armlib.sections import ARM_ROW, get_scale, row
@@ -39,6 +41,9 @@ from armlib.stats import minimal_detectable_effect, seeds_needed
 
 CALIBRATION_SEEDS = (100, 101, 102, 103, 104)
 MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 8 % of its fine mIoU
+# A class is unresolved when its IoU stays below this (points) in every learning-curve run, fine labels included:
+# 0.2 for person after 3200 fine-label steps is a few stray pixels, not a class the model has learnt.
+UNRESOLVED_IOU = 1.0
 DEFAULT_ITERATIONS = (800, 1600, 3200)
 CURVE_FILE, ARM_FILE, SUMMARY_FILE = "learning_curve.csv", "arm_learns.csv", "calibration.json"
 
@@ -77,18 +82,30 @@ def curve_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def arm_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per (T, seed): base and ARM mIoU, ARM's curve at init and at the end, and whether it moved."""
-    by_key = {(r.spec["iterations"], r.seed, r.spec["reweight"]): _record(r) for r in runs}
+def moved_at(curves_csv: Path) -> int | None:
+    """First logged iteration at which ARM's curve (``curves.csv``: iteration, v, w) has moved from the one logged
+    at iteration 0 (:func:`armlib.arm.curve_shape_change` ≥ ``MOVED_THRESHOLD``); None if it never did."""
+    curves = pd.read_csv(curves_csv).sort_values(["iteration", "v"])
+    by_it = {int(it): g["w"].to_numpy() for it, g in curves.groupby("iteration")}
+    init = by_it[min(by_it)]
+    return next((it for it, w in sorted(by_it.items()) if curve_shape_change(init, w) >= MOVED_THRESHOLD), None)
+
+
+def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
+    """One row per (T, seed): base and ARM mIoU, ARM's curve at init and at the end, whether and when it moved,
+    and the pull on its shape at init (:func:`armlib.arm.shape_pull`, rebuilt exactly as the trainer builds it)."""
+    by_key = {(r.spec["iterations"], r.seed, r.spec["reweight"]): (r, _record(r)) for r in runs}
     rows = []
-    for (t, seed, reweight), arm in sorted(by_key.items()):
+    for (t, seed, reweight), (run, arm) in sorted(by_key.items()):
         if reweight != "arm":
             continue
-        base = by_key[(t, seed, "none")]
+        base = by_key[(t, seed, "none")][1]
+        pull = shape_pull(build_criterion(run_config(run, scale, data_root)).weight_fn) if scale else math.nan
         w0, w1 = arm["arm_curve_init"]["w"], arm["arm_curve"]["w"]
         change = curve_shape_change(w0, w1)
         rows.append({"T": t, "seed": seed, "base mIoU": base["metrics"]["mIoU"], "ARM mIoU": arm["metrics"]["mIoU"],
                      "shape change": change, "moved": change >= MOVED_THRESHOLD,
+                     "moved at": moved_at(run.out / CURVES), "shape pull at init": pull,
                      "suppression": curve_suppression(w1),
                      "W(-1)": w1[0], "W(0)": w1[len(w1) // 2], "W(+1)": w1[-1],
                      "W(-1) init": w0[0], "W(0) init": w0[len(w0) // 2], "W(+1) init": w0[-1]})
@@ -102,9 +119,9 @@ def coarse_cost(curves: pd.DataFrame, t: int) -> float:
 
 
 def unresolved_classes(curves: pd.DataFrame) -> list[str]:
-    """Classes with IoU 0 (or never predicted) in every learning-curve run, fine labels included."""
+    """Classes whose IoU stays below :data:`UNRESOLVED_IOU` (absent: 0) in every learning-curve run, fine included."""
     columns = [c for c in curves.columns if c.startswith("IoU ")]
-    return [c[len("IoU "):] for c in columns if (curves[c].fillna(0.0) <= 0.0).all()]
+    return [c[len("IoU "):] for c in columns if (curves[c].fillna(0.0) < UNRESOLVED_IOU).all()]
 
 
 def choose(curves: pd.DataFrame, arms: pd.DataFrame, iterations) -> int | None:
@@ -168,10 +185,10 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
         runs = arm_runs(scale, t, seeds, runs_dir, data_root)
         execute(runs, scale, data_root, jobs=jobs, desc=f"ARM at T={t}")
         arm += runs
-        chosen = choose(curves, arm_table(arm), iterations)
+        chosen = choose(curves, arm_table(arm, scale, data_root), iterations)
         if chosen is not None:
             break
-    arms = arm_table(arm) if arm else pd.DataFrame(columns=["T", "seed", "moved"])
+    arms = arm_table(arm, scale, data_root) if arm else pd.DataFrame(columns=["T", "seed", "moved"])
     result = summary(curves, arms, iterations, chosen, alpha, power, effect)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / CURVE_FILE, curves.to_csv(index=False))

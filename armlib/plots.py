@@ -63,13 +63,12 @@ def table_bars(summary: pd.DataFrame, key: str, out_dir="reports"):
 
 
 def fine_vs_coarse(overview: dict, out_dir="reports"):
-    from armlib.data import CITYSCAPES_PALETTE
-
-    samples = overview["samples"]
+    """Fig. 1: image, fine and coarse labels of each sample, coloured by the dataset's palette (index = label)."""
+    samples, palette = overview["samples"], overview["palette"]
     fig, axes = plt.subplots(len(samples), 3, figsize=(12, 2.2 * len(samples)), squeeze=False)
     for row, (image, coarse, fine) in zip(axes, samples):
-        for ax, pic, title in zip(row, (_rgb(image), _colour(fine, CITYSCAPES_PALETTE),
-                                        _colour(coarse, CITYSCAPES_PALETTE)), ("image", "fine", "coarse")):
+        for ax, pic, title in zip(row, (_rgb(image), _colour(fine, palette), _colour(coarse, palette)),
+                                  ("image", "fine", "coarse")):
             ax.imshow(pic)
             ax.set_title(title)
             ax.axis("off")

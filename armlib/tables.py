@@ -439,4 +439,4 @@ def data_overview(scale="quick", seeds=None, data_root="data", device="auto", ou
     stats_df = pd.DataFrame(rows)
     claims = stats.threshold_claims_frame([])
     results.write_section(out_dir, "data", summary=stats_df, claims=claims)
-    return {"samples": samples, "stats": stats_df}, claims
+    return {"samples": samples, "stats": stats_df, "palette": dataset.palette}, claims

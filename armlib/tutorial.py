@@ -18,13 +18,16 @@ from torch import Tensor, nn
 
 from armlib.arm import ARMLoss
 from armlib.data.coarse import simulate_coarse
-from armlib.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, label_ids_to_train_ids, rasterise_polygons
-from armlib.data.scenes import render_scene, sample_scene
+from armlib.data.labels import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, in_train_id_order, label_ids_to_train_ids,
+                                rasterise_polygons, train_id_subset)
+from armlib.data.scenes import SCENE_LABELS, render_scene, sample_scene
 from armlib.metrics import ConfusionMatrix
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-NUM_CLASSES = len(CITYSCAPES_CLASSES)  # the scenes use Cityscapes' 19 train ids (a few of them occur)
+CLASSES = in_train_id_order(SCENE_LABELS)   # the scenes' own 10 classes: no logits for classes never drawn
+NUM_CLASSES = len(CLASSES)
+_TO_CLASS = train_id_subset(CLASSES)        # Cityscapes train id → index into CLASSES
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def synthetic_scenes(n: int, size: tuple[int, int] = (64, 128), noise: float = 0
                                               noise)}
         for key, out in (("fine", fine), ("coarse", coarse)):
             ids = rasterise_polygons({"imgHeight": height, "imgWidth": width, "objects": polygons[key]}, "ids")
-            out.append(torch.from_numpy(label_ids_to_train_ids(np.asarray(ids)).astype(np.int64)))
+            out.append(torch.from_numpy(_TO_CLASS[label_ids_to_train_ids(np.asarray(ids))].astype(np.int64)))
     pixels = torch.stack(images).permute(0, 3, 1, 2).float() / 255.0   # N×H×W×3 uint8 → N×3×H×W in [0, 1]
     return Scenes((pixels - IMAGENET_MEAN) / IMAGENET_STD, torch.stack(coarse), torch.stack(fine))
 
@@ -167,9 +170,9 @@ def paint(image: Tensor, weights: Tensor, alpha: float = 0.6) -> np.ndarray:
 
 
 def colour_mask(mask: Tensor) -> np.ndarray:
-    """N×H×W or H×W train ids → RGB floats in [0, 1] with Cityscapes' palette (255 black)."""
+    """N×H×W or H×W class indices (:data:`CLASSES`) → RGB floats in [0, 1] with Cityscapes' palette (255 black)."""
     lut = np.zeros((256, 3))
-    lut[:NUM_CLASSES] = np.asarray(CITYSCAPES_PALETTE[:NUM_CLASSES]) / 255.0
+    lut[:NUM_CLASSES] = np.asarray([CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(c)] for c in CLASSES]) / 255.0
     return lut[mask.cpu().numpy()]
 
 

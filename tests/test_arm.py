@@ -298,3 +298,38 @@ def test_arm_moved_sees_shape_not_scale():
     assert curve_shape_change(init, learned) == pytest.approx(expected)
     assert curve_suppression(learned) == pytest.approx((learned[0] - learned[-1]) / learned.mean())
     assert arm_moved({"config": {"reweight": "none"}}) is None
+
+
+def test_shape_pull_matches_a_finite_difference_gradient_in_float64():
+    from armlib.arm import shape_pull
+
+    torch.manual_seed(3)
+    arm = ARM().double()
+    v = torch.linspace(-1.0, 1.0, 201, dtype=torch.float64).view(1, 1, 1, -1)
+
+    def objective() -> float:
+        with torch.no_grad():
+            w = arm(v).flatten()
+            loss = -v.flatten()
+            return float(((loss - loss.mean()) * w).sum() / w.sum())
+
+    grads = []
+    for param in arm.parameters():
+        flat = param.data.view(-1)
+        for i in range(flat.numel()):
+            keep = flat[i].item()
+            flat[i] = keep + 1e-6
+            up = objective()
+            flat[i] = keep - 1e-6
+            down = objective()
+            flat[i] = keep
+            grads.append((up - down) / 2e-6)
+    assert shape_pull(arm) == pytest.approx(float(np.sqrt(np.sum(np.square(grads)))), rel=1e-5)
+    # A bias before the sigmoid of a flat map only scales W uniformly, which the normalisation cancels: no pull.
+    # Its weight on v does change the shape, and gets one.
+    flat = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Sigmoid()).double()
+    flat[0].weight.data.zero_()
+    assert shape_pull(flat) > 0.01
+    flat[0].weight.requires_grad_(False)
+    assert shape_pull(flat) == pytest.approx(0.0, abs=1e-12)
+    assert shape_pull(LinearARM()) == 0.0

@@ -408,3 +408,37 @@ def test_jpeg_bytes_under_a_png_name_are_refused(tmp_path, reader):
     Image.fromarray(ids).save(label, format="JPEG", quality=75)
     with pytest.raises(ValueError, match=rf"{label.name}: label image holds JPEG data"):
         dataset()[0]
+
+
+def test_a_class_subset_maps_train_ids_to_its_own_indices(tmp_path):
+    # The synthetic scenes' case: a dataset drawing only some classes is scored on those alone.
+    ids = np.arange(34, dtype=np.uint8).reshape(2, 17).repeat(3, axis=0).repeat(2, axis=1)
+    write_image(tmp_path / "leftImg8bit" / "train" / CITY / f"{stem(0)}_leftImg8bit.png", seed=0, size=ids.shape)
+    write_ids(tmp_path / "gtFine" / "train" / CITY / f"{stem(0)}_gtFine_labelIds.png", ids)
+    classes = ("car", "road", "sky")                          # any order: indices follow the given order
+    dataset = Cityscapes(tmp_path, classes=classes)
+    _, mask = dataset[0]
+    by_id = {lab.id: lab for lab in official_labels}
+    for label_id in range(34):
+        got = mask[ids == label_id].unique().tolist()
+        name = by_id[label_id].name
+        assert got == [classes.index(name) if name in classes else 255], (label_id, name)
+    assert dataset.classes == classes
+    assert dataset.palette == tuple(CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(c)] for c in classes)
+
+
+@pytest.mark.parametrize("classes", [("car", "cars"), ("car", "car"), ()])
+def test_a_bad_class_subset_is_named(tmp_path, classes):
+    with pytest.raises(ValueError, match="classes must be distinct Cityscapes train class names"):
+        Cityscapes(tmp_path, classes=classes)
+
+
+def test_synthetic_scenes_are_scored_on_the_classes_they_draw():
+    from armlib.config import TrainConfig
+    from armlib.data.loading import class_names
+    from armlib.data.scenes import SCENE_LABELS
+
+    names = class_names(TrainConfig(dataset="synth"))
+    assert sorted(names) == sorted(SCENE_LABELS) and len(names) == 10
+    assert [CITYSCAPES_CLASSES.index(n) for n in names] == sorted(CITYSCAPES_CLASSES.index(n) for n in names)
+    assert class_names(TrainConfig(dataset="cityscapes")) == list(CITYSCAPES_CLASSES)

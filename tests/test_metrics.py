@@ -73,3 +73,17 @@ def test_nothing_to_score_is_a_status_not_just_nan():
     assert got["status"] == NOTHING_TO_SCORE and got["pixels"] == 0 and math.isnan(got["mIoU"])
     ok = evaluate(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 255], [1, 255]]]), 3)
     assert ok["status"] == "ok" and ok["pixels"] == 2
+
+
+def test_reported_metrics_leave_unresolved_classes_out_of_the_means_only():
+    from armlib.metrics import reported_metrics
+
+    names = ["road", "pole", "car", "sky"]
+    iou, acc = [80.0, 0.0, float("nan"), 50.0], [90.0, 0.0, float("nan"), 70.0]
+    m = {"aAcc": 88.0, "mIoU": (80.0 + 0.0 + 50.0) / 3, "IoU": iou, "Acc": acc}
+    out = reported_metrics(m, names, unresolved=("pole",))
+    assert out["mIoU"] == pytest.approx((80.0 + 50.0) / 2) and out["mAcc"] == pytest.approx((90.0 + 70.0) / 2)
+    assert out["mIoU_all_classes"] == m["mIoU"] and out["aAcc"] == 88.0
+    assert reported_metrics(m, names)["mIoU"] == pytest.approx(m["mIoU"])
+    with pytest.raises(ValueError, match=r"unresolved_classes \['person'\]"):
+        reported_metrics(m, names, unresolved=("person",))
