@@ -46,6 +46,7 @@ MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 
 UNRESOLVED_IOU = 1.0
 DEFAULT_ITERATIONS = (800, 1600, 3200)
 CURVE_FILE, ARM_FILE, SUMMARY_FILE = "learning_curve.csv", "arm_learns.csv", "calibration.json"
+CALIBRATION_DIR = "calibration"   # reports/<scale>/<this>/ holds the three files; the report reads <out_dir>/<this>/
 
 
 def _run(spec: dict, seed: int, scale, runs_dir, data_root, label: str) -> Run:
@@ -173,7 +174,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
         raise ValueError(f"seeds must be ≥ 2 calibration seeds from {CALIBRATION_SEEDS[0]} up (reporting seeds "
                          f"are never used to calibrate), got {seeds}")
     iterations = tuple(sorted(int(t) for t in iterations))
-    out_dir = resolve(out_dir or Path("reports") / scale.name / "calibration")
+    out_dir = resolve(out_dir or Path("reports") / scale.name / CALIBRATION_DIR)
     curve = learning_curve_runs(scale, iterations, seeds[0], runs_dir, data_root)
     execute(curve, scale, data_root, jobs=jobs, desc="learning curve")
     curves = curve_table(curve)

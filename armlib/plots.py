@@ -160,3 +160,53 @@ def noise_sweep(summary: pd.DataFrame, out_dir="reports"):
     ax.set_ylabel("mIoU on fine val (%)")
     ax.legend()
     return _save(fig, out_dir, "noise_sweep")
+
+
+def calibration_learning_curve(curves: pd.DataFrame, chosen_t: int | None, out_dir="reports"):
+    """The base model's mIoU against T on fine and on coarse labels (``armlib calibrate``'s learning curve), the
+    cost of coarse labels written at each T and the chosen T marked; saves ``figures/calibration_learning_curve.png``.
+
+    Args:
+        curves: ``learning_curve.csv`` as a frame: columns ``annotation`` ("fine" / "coarse"), ``T`` (SGD steps)
+            and ``mIoU`` (%); one row per run (several seeds at a T are averaged).
+        chosen_t: the chosen T, or None when no candidate met the criteria (then nothing is marked and the title
+            says so).
+
+    Raises:
+        ValueError: a column above is missing (the message names it).
+    """
+    missing = [c for c in ("annotation", "T", "mIoU") if c not in curves.columns]
+    if missing:
+        raise ValueError(f"learning curve: missing column(s) {missing}; expected annotation, T, mIoU")
+    mean = curves.groupby(["annotation", "T"])["mIoU"].mean().unstack("annotation")   # (T, annotation)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    palette = sns.color_palette("deep")
+    for k, annotation in enumerate(("fine", "coarse")):
+        if annotation in mean.columns:
+            ax.plot(mean.index, mean[annotation], "o-", color=palette[k], label=f"base model, {annotation} labels")
+    if {"fine", "coarse"} <= set(mean.columns):
+        # The cost is computed here, not taken from armlib.calibration.coarse_cost: plots and calibration are
+        # sibling layers that may not import each other. tests/test_calibration_report.py pins the two equal.
+        for t, fine, coarse in zip(mean.index, mean["fine"], mean["coarse"]):
+            if pd.notna(fine) and pd.notna(coarse) and fine:
+                ax.vlines(t, coarse, fine, color="grey", lw=4, alpha=0.3)   # the gap the cost measures
+                ax.annotate(f"cost {100 * (fine - coarse) / fine:.1f} %", (t, (fine + coarse) / 2),
+                            xytext=(6, 0), textcoords="offset points", fontsize=8, va="center",
+                            bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(mean.index), [str(int(t)) for t in mean.index])
+    ax.minorticks_off()
+    if len(mean.index):   # room right of the last T for its cost label
+        ax.set_xlim(mean.index.min() / 2 ** 0.3, mean.index.max() * 2 ** 0.7)
+    ax.set_ylim(0, None)   # from 0, as in table_bars: a cut axis makes a small cost of coarse labels look large
+    ax.set_xlabel("T (SGD steps, log₂ axis)")
+    ax.set_ylabel("mIoU (%)")
+    if chosen_t is None:
+        ax.set_title("Calibration: no candidate T met the criteria", fontsize=10)
+    else:
+        ax.axvline(chosen_t, color="k", ls="--", lw=1)
+        ax.text(chosen_t, 1.01, f"chosen T = {chosen_t}", transform=ax.get_xaxis_transform(), fontsize=8,
+                ha="center", va="bottom")   # above the axes: clear of the curves, the costs and the legend
+        ax.set_title(f"Calibration: base model's learning curve, chosen T = {chosen_t}", fontsize=10, pad=14)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, out_dir, "calibration_learning_curve")

@@ -2,7 +2,9 @@
 
 Reads only files the notebooks wrote under ``<out_dir>`` (:mod:`armlib.results`): the per-seed results, the
 summaries, the threshold claims, the meta files and ``figures/<section>*.png``; recomputes every comparison claim
-from the per-seed files (:func:`final_claims`). No number is typed into the report by hand.
+from the per-seed files (:func:`final_claims`). When ``armlib calibrate`` wrote ``<out_dir>/calibration/``
+(:mod:`armlib.calibration`), a Calibration section says why the scale's T is what it is
+(:func:`read_calibration`). No number is typed into the report by hand.
 """
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ import json
 import math
 import os
 import platform
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from armlib import stats
-from armlib.errors import check_report_dir
+from armlib.arm import MOVED_THRESHOLD
+from armlib.calibration import ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, coarse_cost
+from armlib.errors import UsageError, check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
 from armlib.results import read_csv, read_seed_results
@@ -128,6 +134,230 @@ def _figures(folder: Path, key: str) -> str:
     return "".join(out)
 
 
+# --- Calibration: armlib calibrate's files under <out_dir>/calibration/ (armlib.calibration writes them) -------
+
+CALIBRATION_FIGURE = "calibration_learning_curve"   # plots.calibration_learning_curve saves figures/<this>.png
+# (tests/test_calibration_report.py fails if the two names part); no section key is a prefix of it
+CURVE_COLUMNS = ("annotation", "T", "seed", "mIoU")
+ARM_COLUMNS = ("T", "seed", "base mIoU", "ARM mIoU", "shape change", "moved", "suppression",
+               "W(-1) init", "W(0) init", "W(+1) init", "W(-1)", "W(0)", "W(+1)")
+_REWRITE = "rerun `armlib calibrate` to rewrite the folder"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The three files of ``<out_dir>/calibration/``, checked: ``summary`` is ``calibration.json``, ``curves``
+    ``learning_curve.csv`` and ``arms`` ``arm_learns.csv`` (no rows when ARM was trained at no T)."""
+    folder: Path
+    summary: dict
+    curves: pd.DataFrame
+    arms: pd.DataFrame
+
+
+def _key(mapping, key: str, path: Path, where: str = ""):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise UsageError(f"{path}: missing key {where}{key!r}; expected the keys `armlib calibrate` writes "
+                         f"({_REWRITE})")
+    return mapping[key]
+
+
+def _number(value, path: Path, where: str, null: bool = True) -> float:
+    """A JSON number (with ``null``, null too: an SD from one seed is NaN or null); UsageError naming ``where``
+    otherwise."""
+    if value is None and null:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{path}: {where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _calibration_csv(path: Path, columns, rows_optional: bool = False) -> pd.DataFrame:
+    """A calibration CSV with ``columns`` (not checked on a file without rows when ``rows_optional``)."""
+    if not path.exists():
+        raise UsageError(f"{path} is missing but {SUMMARY_FILE} is there: the folder is incomplete ({_REWRITE})")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable CSV ({' '.join(str(exc).split())})") from exc
+    if rows_optional and not len(frame):
+        return frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; expected the columns "
+                         f"`armlib calibrate` writes ({_REWRITE})")
+    for c in ("T", "seed", "mIoU", "base mIoU", "ARM mIoU"):
+        if c in frame.columns and len(frame) and not pd.api.types.is_numeric_dtype(frame[c]):
+            raise UsageError(f"{path}: column {c!r} must hold numbers, got {frame[c].dtype} values")
+    return frame
+
+
+def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
+    """``<out_dir>/calibration/``'s files, checked before anything is rendered; None when there is no
+    ``calibration.json`` (the scale was not calibrated).
+
+    Checks what the report relies on: the keys of ``calibration.json`` (the power figures only when a T was
+    chosen), the columns of both CSVs (``arm_learns.csv`` may have no rows: ARM is trained only at a T whose
+    coarse cost meets the criterion), and that the coarse cost recorded per T is the one the learning curve gives
+    (:func:`armlib.calibration.coarse_cost`), so the table and the figure cannot come from two calibrations.
+
+    Raises:
+        UsageError: one line naming the file and the key or column: malformed JSON, a missing key or column, a
+            CSV missing while ``calibration.json`` is there, or a recorded coarse cost the learning curve
+            contradicts.
+    """
+    folder = resolve(out_dir) / CALIBRATION_DIR
+    path = folder / SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         f"{_REWRITE}") from exc
+    for key in ("rule", "candidates", "chosen_T", "unresolved_classes"):
+        _key(summary, key, path)
+    candidates, chosen = summary["candidates"], summary["chosen_T"]
+    if not isinstance(candidates, dict) or not candidates:
+        raise UsageError(f"{path}: 'candidates' must map each candidate T to its coarse_cost and arm_moved, "
+                         f"got {candidates!r}")
+    for t, c in candidates.items():
+        if not str(t).isdigit():
+            raise UsageError(f"{path}: candidate {t!r} is not a number of steps T")
+        _number(_key(c, "coarse_cost", path, f"candidates.{t}."), path, f"candidates.{t}.coarse_cost")
+        if not isinstance(_key(c, "arm_moved", path, f"candidates.{t}."), str):
+            raise UsageError(f"{path}: candidates.{t}.arm_moved must be \"k/n\" or \"not run\", got {c['arm_moved']!r}")
+    if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int)):
+        raise UsageError(f"{path}: 'chosen_T' must be a number of steps or null, got {chosen!r}")
+    if not isinstance(summary["unresolved_classes"], list):
+        raise UsageError(f"{path}: 'unresolved_classes' must be a list of class names, "
+                         f"got {summary['unresolved_classes']!r}")
+    if chosen is not None:
+        _number(_key(summary, "paired_sd", path), path, "paired_sd")
+        target = _key(summary, "power_target", path)
+        for key in ("effect", "alpha", "power", "seeds_needed"):
+            _number(_key(target, key, path, "power_target."), path, f"power_target.{key}", null=key == "seeds_needed")
+        mde = _key(summary, "mde_at", path)
+        if not isinstance(mde, dict):
+            raise UsageError(f"{path}: 'mde_at' must map a number of seeds n to the MDE, got {mde!r}")
+        for n, value in mde.items():
+            _number(value, path, f"mde_at.{n}")
+    curves = _calibration_csv(folder / CURVE_FILE, CURVE_COLUMNS)
+    arms = _calibration_csv(folder / ARM_FILE, ARM_COLUMNS, rows_optional=True)
+    for t, c in candidates.items():
+        try:
+            measured = coarse_cost(curves, int(t))
+        except (KeyError, TypeError, ValueError):   # no fine or no coarse run at T, or several of one
+            raise UsageError(f"{folder / CURVE_FILE}: no single fine and coarse run at T = {t}, which "
+                             f"{SUMMARY_FILE} lists as a candidate ({_REWRITE})") from None
+        recorded = float(c["coarse_cost"]) if c["coarse_cost"] is not None else math.nan
+        if not (math.isclose(measured, recorded, rel_tol=1e-9, abs_tol=1e-12)
+                or (math.isnan(measured) and math.isnan(recorded))):
+            raise UsageError(f"{path}: candidates.{t}.coarse_cost is {recorded:.6g} but {CURVE_FILE} gives "
+                             f"{measured:.6g}; the files come from two calibrations ({_REWRITE})")
+    return Calibration(folder, summary, curves, arms)
+
+
+def _pct(share) -> str:
+    return "—" if share is None or (isinstance(share, float) and math.isnan(share)) else f"{100 * share:.1f} %"
+
+
+def _moved_word(value) -> str:
+    """A ``moved`` cell of arm_learns.csv (pandas reads True/False as bool) → yes, or no in red."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "1.0"):
+        return "yes"
+    if text in ("false", "0", "0.0"):
+        return "<span class=bad>no</span>"
+    return '<span class="muted">—</span>'
+
+
+def _candidates_table(cal: Calibration) -> str:
+    summary, chosen = cal.summary, cal.summary["chosen_T"]
+    mean = cal.curves.groupby(["T", "annotation"])["mIoU"].mean()   # one calibration seed: its own value
+    rows = ["<tr><th>T (SGD steps)</th><th>base mIoU, fine labels</th><th>base mIoU, coarse labels</th>"
+            "<th>coarse cost (fine − coarse, % of fine)</th><th>ARM moved (calibration seeds)</th><th></th></tr>"]
+    for t, c in sorted(summary["candidates"].items(), key=lambda kv: int(kv[0])):
+        moved = c["arm_moved"]
+        moved = (_moved_cell(moved) if re.fullmatch(r"\d+/\d+", moved)
+                 else f"<span class=muted>{html.escape(moved)}</span>")   # "not run"
+        mark = "<b>chosen</b>" if chosen is not None and int(t) == chosen else ""
+        rows.append(f"<tr><td class=num>{int(t)}</td><td class=num>{_num(mean.get((int(t), 'fine')))}</td>"
+                    f"<td class=num>{_num(mean.get((int(t), 'coarse')))}</td>"
+                    f"<td class=num>{_pct(c['coarse_cost'])}</td><td class=num>{moved}</td><td>{mark}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _arms_table(arms: pd.DataFrame) -> str:
+    rows = ["<tr><th>T</th><th>seed</th><th>base mIoU</th><th>ARM mIoU</th>"
+            "<th>W(−1), W(0), W(+1) at init</th><th>W(−1), W(0), W(+1) at the end</th><th>shape change</th>"
+            f"<th>moved (shape change ≥ {MOVED_THRESHOLD:g})</th><th>suppression</th></tr>"]
+    for r in arms.sort_values(["T", "seed"]).to_dict("records"):
+        init = ", ".join(_num(r[c], 3) for c in ("W(-1) init", "W(0) init", "W(+1) init"))
+        end = ", ".join(_num(r[c], 3) for c in ("W(-1)", "W(0)", "W(+1)"))
+        rows.append(f"<tr><td class=num>{int(r['T'])}</td><td class=num>{int(r['seed'])}</td>"
+                    f"<td class=num>{_num(r['base mIoU'])}</td><td class=num>{_num(r['ARM mIoU'])}</td>"
+                    f"<td class=num>{init}</td><td class=num>{end}</td><td class=num>{_num(r['shape change'], 3)}</td>"
+                    f"<td>{_moved_word(r['moved'])}</td><td class=num>{_num(r['suppression'], 3)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _power(cal: Calibration) -> str:
+    summary, chosen = cal.summary, cal.summary["chosen_T"]
+    target = summary["power_target"]
+    n = int((cal.arms["T"] == chosen).sum()) if len(cal.arms) else 0
+    needed = target["seeds_needed"]
+    needed = ("— (no spread to size it by)" if needed is None or math.isnan(needed)
+              else f"{math.ceil(needed)} ({needed:.1f} rounded up)")
+    mde = ", ".join(f"n = {k}: {_num(v)}" for k, v in sorted(summary["mde_at"].items(), key=lambda kv: int(kv[0])))
+    return (f"<p><b>Seeds for the report</b>, from ARM − base on coarse labels at T = {chosen}, paired by seed over "
+            f"{n} calibration seeds (only their spread is used; the mean gain chooses nothing): paired SD "
+            f"{_num(summary['paired_sd'])} mIoU pts. Seeds a two-sided paired t-test needs to detect "
+            f"{_num(target['effect'])} mIoU pts at α = {target['alpha']:g} with {100 * target['power']:g} % power: "
+            f"<b>{needed}</b>. Minimal detectable effect (mIoU pts, same α and power) at n seeds: {mde}.</p>")
+
+
+def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
+    head = "<h2 id=calibration>Calibration: how this scale's T was chosen</h2>"
+    if cal is None:
+        why = (f"{CALIBRATION_DIR}/ holds no {SUMMARY_FILE}" if (out_dir / CALIBRATION_DIR).is_dir()
+               else f"no {CALIBRATION_DIR}/ folder")
+        return head + f"<p class=muted>This scale was not calibrated ({why}).</p>"
+    from armlib import plots   # matplotlib only when there is a figure to draw
+
+    summary, chosen = cal.summary, cal.summary["chosen_T"]
+    seeds = sorted({int(s) for frame in (cal.curves, cal.arms) if len(frame) for s in frame["seed"]})
+    intro = (f"<p><code>armlib calibrate</code> chose T on calibration seeds {', '.join(map(str, seeds))} "
+             "(apart from the reporting seeds, so the scale is not tuned on its own test data) from the base "
+             "model's learning curve and from whether ARM's learned weighting curve moves, never from ARM's gain. "
+             f"Rule, fixed before any run: <i>{html.escape(str(summary['rule']))}</i>.</p>")
+    parts = [head, intro]
+    parts.append(f"<p><b>Chosen T = {chosen}</b></p>" if chosen is not None else
+                 "<p class=bad>No candidate T met the criteria: this scale's T is not backed by the calibration.</p>")
+    parts.append(_candidates_table(cal))
+    parts.append("<p class=muted>ARM is trained at a T only when the base model's coarse cost there meets the "
+                 "criterion, and at no T after the chosen one (\"not run\").</p>")
+    unresolved = summary["unresolved_classes"]
+    parts.append("<p><b>Unresolved classes</b> (IoU 0 in every learning-curve run, fine labels included), reported "
+                 "apart from mIoU: " + (html.escape(", ".join(map(str, unresolved))) if unresolved else "none")
+                 + ". Each would add a constant 0 to every mean: a scale lists such classes in its config's "
+                 "<code>unresolved_classes</code>, which leaves them out of mIoU; their IoU is still recorded and "
+                 "<code>mIoU_all_classes</code> averages every class.</p>")
+    if chosen is not None:
+        parts.append(_power(cal))
+    # The figure follows the page's pattern: plots saves figures/<key>.png and _figures inlines every PNG as
+    # base64, so the page stays self-contained and the PNG sits beside the notebooks' figures.
+    fig = plots.calibration_learning_curve(cal.curves, chosen, out_dir)
+    plots.plt.close(fig)   # render may run many times in one process (tests, reproduce): no open figures pile up
+    parts.append(_figures(out_dir / "figures", CALIBRATION_FIGURE))
+    parts.append("<h3>Did ARM learn? Its curve per calibration seed</h3>")
+    parts.append(_arms_table(cal.arms) if len(cal.arms) else
+                 "<p class=muted>ARM was trained at no candidate T (no coarse cost met the criterion).</p>")
+    parts.append(f"<p class=muted>From {CALIBRATION_DIR}/{SUMMARY_FILE}, {CURVE_FILE} and {ARM_FILE}.</p>")
+    return "\n".join(parts)
+
+
 def _model_roles(scales: set[str]) -> str:
     """E.g. "ResNet101 → deeplabv3plus_tiny": the rows keep the paper's labels, this says what stood in."""
     from armlib.sections import SCALES
@@ -193,15 +423,26 @@ def _headline(claims: pd.DataFrame) -> str:
 
 
 def render(out_dir: str | os.PathLike = "reports") -> Path:
-    """Build ``<out_dir>/index.html`` (and ``results/claims.csv``) from the result files; return its path."""
+    """Build ``<out_dir>/index.html`` (and ``results/claims.csv``) from the result files; return its path.
+
+    With ``<out_dir>/calibration/calibration.json`` (``armlib calibrate``) the page has a Calibration section and
+    ``figures/calibration_learning_curve.png`` is drawn; without it the section says the scale was not calibrated.
+
+    Raises:
+        UsageError: a calibration file is malformed (:func:`read_calibration`); nothing is written then.
+    """
     from armlib.sections import SECTIONS
 
     out_dir = resolve(out_dir)
     results, figures = out_dir / "results", out_dir / "figures"
+    calibration = read_calibration(out_dir)   # first: a malformed calibration file stops before anything is written
     metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))}
     claims = final_claims(out_dir)
     paper = load_paper_results()
-    body, toc, checklist = [], [], []
+    # Calibration comes first, right after the verdicts and the contents: it says why T is what every table ran at.
+    body = [_calibration_section(calibration, out_dir)]
+    toc = ['<li><a href="#calibration">Calibration</a></li>']
+    checklist = []
     for section in SECTIONS:
         key = section.key
         table = read_csv(results / f"{key}.csv")

@@ -1,0 +1,71 @@
+"""armlib.calibration's rule on hand-made learning curves and ARM tables with a known answer."""
+import math
+
+import pandas as pd
+import pytest
+
+from armlib.calibration import MIN_COARSE_COST, choose, coarse_cost, unresolved_classes
+
+
+def curves(points: dict[int, tuple[float, float]], iou: dict[str, list[float]] | None = None) -> pd.DataFrame:
+    """The learning-curve table: {T: (fine mIoU, coarse mIoU)}, one seed; ``iou`` gives each class's IoU per run
+    (runs in the order T ascending, fine then coarse)."""
+    rows = [{"annotation": a, "T": t, "seed": 100, "mIoU": m}
+            for t, (fine, coarse) in sorted(points.items()) for a, m in (("fine", fine), ("coarse", coarse))]
+    frame = pd.DataFrame(rows)
+    for name, values in (iou or {}).items():
+        frame[f"IoU {name}"] = values
+    return frame
+
+
+def arms(moved: dict[int, list[bool]]) -> pd.DataFrame:
+    """The ARM table's columns choose reads: one row per (T, calibration seed)."""
+    return pd.DataFrame([{"T": t, "seed": 100 + i, "moved": m} for t, flags in moved.items()
+                         for i, m in enumerate(flags)])
+
+
+def test_coarse_cost_is_the_share_of_the_fine_miou_lost():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)})
+    assert coarse_cost(c, 800) == pytest.approx(2.0 / 40.0)
+    assert coarse_cost(c, 1600) == pytest.approx(0.12)
+    assert coarse_cost(curves({800: (50.0, 55.0)}), 800) == pytest.approx(-0.1)   # coarse better: negative cost
+
+
+def test_unresolved_classes_are_zero_or_absent_in_every_run_fine_included():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)},
+               iou={"road": [90.0, 88.0, 92.0, 91.0],
+                    "pole": [0.0, 0.0, 0.0, 0.0],                    # never resolved
+                    "rider": [math.nan, 0.0, math.nan, math.nan],    # never predicted nor present: IoU NaN
+                    "sign": [3.0, 0.0, 0.0, 0.0]})                   # fine labels resolve it once: kept
+    assert unresolved_classes(c) == ["pole", "rider"]
+    assert unresolved_classes(curves({800: (40.0, 38.0)})) == []   # no IoU columns: nothing to leave out
+
+
+def test_choose_takes_the_smallest_t_meeting_both_criteria():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0), 3200: (55.0, 47.0)})   # costs 5 %, 12 %, 14.5 %
+    assert choose(c, arms({1600: [True, True, True], 3200: [True, True, True]}), [3200, 800, 1600]) == 1600
+
+
+def test_choose_skips_a_t_where_one_seed_did_not_move():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0), 3200: (55.0, 47.0)})
+    assert choose(c, arms({1600: [True, False, True], 3200: [True, True, True]}), [800, 1600, 3200]) == 3200
+
+
+def test_choose_skips_a_t_whose_coarse_cost_is_too_small_even_if_arm_moved():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)})
+    assert choose(c, arms({800: [True, True], 1600: [True, True]}), [800, 1600]) == 1600
+
+
+def test_choose_returns_none_when_no_t_meets_both():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)})
+    assert choose(c, arms({1600: [False, True]}), [800, 1600]) is None
+    assert choose(c, arms({}).reindex(columns=["T", "seed", "moved"]), [800, 1600]) is None   # ARM never ran
+
+
+def test_choose_accepts_a_cost_exactly_at_the_criterion():
+    fine = 50.0
+    c = curves({800: (fine, fine - fine * MIN_COARSE_COST)})
+    assert coarse_cost(c, 800) == MIN_COARSE_COST   # exact in floating point for these values: the rule's ≥ is tested
+    assert choose(c, arms({800: [True, True]}), [800]) == 800
+    c = curves({800: (fine, fine - fine * MIN_COARSE_COST + 0.01)})   # just short of the criterion
+    assert choose(c, arms({800: [True, True]}), [800]) is None
