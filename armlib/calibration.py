@@ -23,8 +23,10 @@ shows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from armlib.experiments import Run, execute, experiment_id, run_config
 from armlib.runs import CURVES
 from armlib.train import build_criterion
 from armlib.parameters import parse_seeds
-from armlib.paths import atomic_write_text, resolve
+from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.sections import ARM_ROW, get_scale, row
 from armlib.stats import minimal_detectable_effect, seeds_needed
 
@@ -101,7 +103,9 @@ def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
         if reweight != "arm":
             continue
         base = by_key[(t, seed, "none")][1]
-        pull = shape_pull(build_criterion(run_config(run, scale, data_root)).weight_fn) if scale else math.nan
+        # run_config leaves the seed out (the trainer gets it on its command line); ARM's init depends on it.
+        cfg = dataclasses.replace(run_config(run, scale, data_root), seed=run.seed) if scale else None
+        pull = shape_pull(build_criterion(cfg).weight_fn) if cfg else math.nan
         w0, w1 = arm["arm_curve_init"]["w"], arm["arm_curve"]["w"]
         change = curve_shape_change(w0, w1)
         rows.append({"T": t, "seed": seed, "base mIoU": base["metrics"]["mIoU"], "ARM mIoU": arm["metrics"]["mIoU"],
@@ -155,6 +159,28 @@ def summary(curves: pd.DataFrame, arms: pd.DataFrame, iterations, chosen: int | 
     return out
 
 
+def committed_dir(scale_name: str) -> Path:
+    """Where a scale's calibration is committed: ``reports/<scale>/calibration/`` in the repository. The scale's
+    config (its T, its unresolved classes) was chosen from these files, so every report of the scale shows them."""
+    return REPO_ROOT / "reports" / scale_name / CALIBRATION_DIR
+
+
+def attach(scale_name: str, out_dir: str | Path) -> Path | None:
+    """Copy the scale's committed calibration into ``<out_dir>/calibration/`` (the report reads it there, so a
+    report folder holds every file it shows), replacing an older copy; returns the folder, or None when the
+    scale was never calibrated. The committed reference folder itself is left as it is."""
+    source, target = committed_dir(scale_name), resolve(out_dir) / CALIBRATION_DIR
+    if not (source / SUMMARY_FILE).exists():
+        return None
+    if target.resolve() != source.resolve():
+        staging = target.with_name(f".{CALIBRATION_DIR}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
 def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CALIBRATION_SEEDS,
               runs_dir="runs", data_root="data", out_dir: str | Path | None = None, jobs: int | None = None,
               effect: float = 1.0, alpha: float = 0.01, power: float = 0.8) -> dict:
@@ -174,7 +200,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
         raise ValueError(f"seeds must be ≥ 2 calibration seeds from {CALIBRATION_SEEDS[0]} up (reporting seeds "
                          f"are never used to calibrate), got {seeds}")
     iterations = tuple(sorted(int(t) for t in iterations))
-    out_dir = resolve(out_dir or Path("reports") / scale.name / CALIBRATION_DIR)
+    out_dir = resolve(out_dir) if out_dir is not None else committed_dir(scale.name)
     curve = learning_curve_runs(scale, iterations, seeds[0], runs_dir, data_root)
     execute(curve, scale, data_root, jobs=jobs, desc="learning curve")
     curves = curve_table(curve)

@@ -57,7 +57,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
     """
     import papermill
 
-    from armlib import experiments, report, results, tables
+    from armlib import calibration, experiments, report, results, tables
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
@@ -68,6 +68,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
         experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
                             desc="training runs", executor=executor, cluster=cluster)
         results.discard_other_scales(out_dir, scale)
+        calibration.attach(scale, out_dir)
         tables.write_training_meta(runs, scale, out_dir)
         executed = resolve(out_dir) / "executed"
         executed.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ CHECKPOINT, RECORD, LOG, CURVES = "checkpoint.pt", "record.json", "log.csv", "cu
 # Bumped whenever the code that turns a config into a result changes (trainer, losses, ARM, models, data
 # generator): a run trained by older code then no longer matches its key and is retrained. tests/test_runs.py
 # fingerprints those sources and fails until this number (and the fingerprint there) is updated.
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = 2
 
 # Config fields that cannot change a run's numbers: where it runs and how much it prints. ``device`` and
 # ``threads`` are left out although a GPU or another thread count rounds differently: the key names the

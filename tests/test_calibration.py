@@ -69,3 +69,22 @@ def test_choose_accepts_a_cost_exactly_at_the_criterion():
     assert choose(c, arms({800: [True, True]}), [800]) == 800
     c = curves({800: (fine, fine - fine * MIN_COARSE_COST + 0.01)})   # just short of the criterion
     assert choose(c, arms({800: [True, True]}), [800]) is None
+
+
+def test_attach_copies_the_committed_calibration_into_a_report_folder(tmp_path, monkeypatch):
+    from armlib import calibration
+
+    committed = tmp_path / "repo" / "reports" / "quick" / calibration.CALIBRATION_DIR
+    committed.mkdir(parents=True)
+    (committed / calibration.SUMMARY_FILE).write_text('{"chosen_T": 3200}')
+    monkeypatch.setattr(calibration, "committed_dir", lambda scale: committed if scale == "quick" else tmp_path / "none")
+    out = tmp_path / "reports"
+    stale = out / calibration.CALIBRATION_DIR
+    stale.mkdir(parents=True)
+    (stale / "old.csv").write_text("x")
+    assert calibration.attach("quick", out) == stale
+    assert sorted(p.name for p in stale.iterdir()) == [calibration.SUMMARY_FILE]   # the older copy is replaced
+    assert (stale / calibration.SUMMARY_FILE).read_text() == '{"chosen_T": 3200}'
+    assert calibration.attach("smoke", tmp_path / "other") is None                # never calibrated: nothing
+    assert calibration.attach("quick", committed.parent) == committed                # the reference itself: untouched
+    assert (committed / calibration.SUMMARY_FILE).exists()
