@@ -61,7 +61,8 @@ SCALES = {
     "quick": Scale("quick", "quick.yaml", seeds=(0,), primary_seeds=(0, 1, 2, 3, 4), jobs=2, threads=1,
                    models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
                    noise_levels=(0.0, 0.5, 1.0)),
-    "gpu": Scale("gpu", "gpu.yaml", seeds=(0, 1, 2), jobs=4, threads=4,
+    # The quick scale's seed policy; its T is not calibrated yet (needs a lent GPU: `armlib calibrate --scale gpu`).
+    "gpu": Scale("gpu", "gpu.yaml", seeds=(0,), primary_seeds=(0, 1, 2, 3, 4), jobs=4, threads=4,
                  models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
                  noise_levels=(0.0, 0.5, 1.0)),
     # One seed per row as the paper ran, but 3 for the rows of the primary claims: one seed decides nothing.

@@ -88,3 +88,18 @@ def test_attach_copies_the_committed_calibration_into_a_report_folder(tmp_path, 
     assert calibration.attach("smoke", tmp_path / "other") is None                # never calibrated: nothing
     assert calibration.attach("quick", committed.parent) == committed                # the reference itself: untouched
     assert (committed / calibration.SUMMARY_FILE).exists()
+
+
+def test_moved_at_is_the_first_logged_iteration_whose_shape_moved(tmp_path):
+    import numpy as np
+
+    from armlib.calibration import moved_at
+
+    v = np.linspace(-1.0, 1.0, 5)
+    flat, tilted = np.full(5, 0.5), 0.5 - 0.2 * v          # max |W/mean − 1| of the tilted curve: 0.4 ≥ 0.1
+    rows = [(0, flat), (10, flat * 3.0), (20, 0.5 - 0.01 * v), (30, tilted), (40, flat)]  # ×3: a scaling, no move
+    lines = ["iteration,v,w"] + [f"{it},{x},{w}" for it, curve in rows for x, w in zip(v, curve)]
+    (tmp_path / "curves.csv").write_text("\n".join(lines) + "\n")
+    assert moved_at(tmp_path / "curves.csv") == 30
+    (tmp_path / "flat.csv").write_text("\n".join(lines[: 1 + 15]) + "\n")   # iterations 0, 10, 20 only
+    assert moved_at(tmp_path / "flat.csv") is None
