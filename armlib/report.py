@@ -23,7 +23,7 @@ import pandas as pd
 
 from armlib import stats
 from armlib.arm import MOVED_THRESHOLD
-from armlib.calibration import ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, coarse_cost
+from armlib.calibration import ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, coarse_cost
 from armlib.errors import UsageError, check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
@@ -292,14 +292,17 @@ def _candidates_table(cal: Calibration) -> str:
 def _arms_table(arms: pd.DataFrame) -> str:
     rows = ["<tr><th>T</th><th>seed</th><th>base mIoU</th><th>ARM mIoU</th>"
             "<th>W(−1), W(0), W(+1) at init</th><th>W(−1), W(0), W(+1) at the end</th><th>shape change</th>"
-            f"<th>moved (shape change ≥ {MOVED_THRESHOLD:g})</th><th>suppression</th></tr>"]
+            f"<th>moved (shape change ≥ {MOVED_THRESHOLD:g})</th><th>moved at step</th>"
+            "<th>pull on its shape at init (armlib.arm.shape_pull)</th><th>suppression</th></tr>"]
     for r in arms.sort_values(["T", "seed"]).to_dict("records"):
         init = ", ".join(_num(r[c], 3) for c in ("W(-1) init", "W(0) init", "W(+1) init"))
         end = ", ".join(_num(r[c], 3) for c in ("W(-1)", "W(0)", "W(+1)"))
         rows.append(f"<tr><td class=num>{int(r['T'])}</td><td class=num>{int(r['seed'])}</td>"
                     f"<td class=num>{_num(r['base mIoU'])}</td><td class=num>{_num(r['ARM mIoU'])}</td>"
                     f"<td class=num>{init}</td><td class=num>{end}</td><td class=num>{_num(r['shape change'], 3)}</td>"
-                    f"<td>{_moved_word(r['moved'])}</td><td class=num>{_num(r['suppression'], 3)}</td></tr>")
+                    f"<td>{_moved_word(r['moved'])}</td><td class=num>{_num(r.get('moved at'), 0)}</td>"
+                    f"<td class=num>{_num(r.get('shape pull at init'), 4)}</td>"
+                    f"<td class=num>{_num(r['suppression'], 3)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -339,7 +342,8 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
     parts.append("<p class=muted>ARM is trained at a T only when the base model's coarse cost there meets the "
                  "criterion, and at no T after the chosen one (\"not run\").</p>")
     unresolved = summary["unresolved_classes"]
-    parts.append("<p><b>Unresolved classes</b> (IoU 0 in every learning-curve run, fine labels included), reported "
+    parts.append(f"<p><b>Unresolved classes</b> (IoU below {UNRESOLVED_IOU:g} in every learning-curve run, fine labels "
+                 "included), reported "
                  "apart from mIoU: " + (html.escape(", ".join(map(str, unresolved))) if unresolved else "none")
                  + ". Each would add a constant 0 to every mean: a scale lists such classes in its config's "
                  "<code>unresolved_classes</code>, which leaves them out of mIoU; their IoU is still recorded and "
