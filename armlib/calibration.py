@@ -118,8 +118,14 @@ def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
 
 
 def coarse_cost(curves: pd.DataFrame, t: int) -> float:
-    """(fine − coarse) / fine mIoU of the base model at T (a share, 0.13 = 13 %)."""
-    at = curves[curves["T"] == t].set_index("annotation")["mIoU"]
+    """(fine − coarse) / fine mIoU of the base model at T (a share, 0.13 = 13 %).
+
+    Over every class (``mIoU_all_classes`` where the file has it): the calibration decides which classes are
+    unresolved, so a rerun after the scale's config lists them must still measure the same quantity.
+    """
+    column = ("mIoU_all_classes" if "mIoU_all_classes" in curves and curves["mIoU_all_classes"].notna().all()
+              else "mIoU")
+    at = curves[curves["T"] == t].set_index("annotation")[column]
     return float((at["fine"] - at["coarse"]) / at["fine"])
 
 

@@ -103,3 +103,15 @@ def test_moved_at_is_the_first_logged_iteration_whose_shape_moved(tmp_path):
     assert moved_at(tmp_path / "curves.csv") == 30
     (tmp_path / "flat.csv").write_text("\n".join(lines[: 1 + 15]) + "\n")   # iterations 0, 10, 20 only
     assert moved_at(tmp_path / "flat.csv") is None
+
+
+def test_coarse_cost_is_over_every_class_when_the_file_has_it():
+    import pandas as pd
+
+    from armlib.calibration import coarse_cost
+
+    # mIoU leaves a scale's unresolved classes out; the all-class mean does not depend on that list.
+    curves = pd.DataFrame({"annotation": ["fine", "coarse"], "T": [800, 800], "mIoU": [70.0, 63.0],
+                           "mIoU_all_classes": [50.0, 40.0]})
+    assert coarse_cost(curves, 800) == (50.0 - 40.0) / 50.0
+    assert coarse_cost(curves.drop(columns="mIoU_all_classes"), 800) == (70.0 - 63.0) / 70.0
