@@ -226,8 +226,10 @@ def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
         if not str(t).isdigit():
             raise UsageError(f"{path}: candidate {t!r} is not a number of steps T")
         _number(_key(c, "coarse_cost", path, f"candidates.{t}."), path, f"candidates.{t}.coarse_cost")
-        if not isinstance(_key(c, "arm_moved", path, f"candidates.{t}."), str):
-            raise UsageError(f"{path}: candidates.{t}.arm_moved must be \"k/n\" or \"not run\", got {c['arm_moved']!r}")
+        # arm_moved_fine is absent from files written before the rule checked fine labels
+        for key in ("arm_moved", "arm_moved_fine") if "arm_moved_fine" in c else ("arm_moved",):
+            if not isinstance(_key(c, key, path, f"candidates.{t}."), str):
+                raise UsageError(f"{path}: candidates.{t}.{key} must be \"k/n\" or \"not run\", got {c[key]!r}")
     if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int)):
         raise UsageError(f"{path}: 'chosen_T' must be a number of steps or null, got {chosen!r}")
     if not isinstance(summary["unresolved_classes"], list):
@@ -235,6 +237,8 @@ def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
                          f"got {summary['unresolved_classes']!r}")
     if chosen is not None:
         _number(_key(summary, "paired_sd", path), path, "paired_sd")
+        if "paired_sd_fine" in summary:   # absent from files written before the rule checked fine labels
+            _number(summary["paired_sd_fine"], path, "paired_sd_fine")
         target = _key(summary, "power_target", path)
         for key in ("effect", "alpha", "power", "seeds_needed"):
             _number(_key(target, key, path, "power_target."), path, f"power_target.{key}", null=key == "seeds_needed")
@@ -277,27 +281,31 @@ def _candidates_table(cal: Calibration) -> str:
     summary, chosen = cal.summary, cal.summary["chosen_T"]
     mean = cal.curves.groupby(["T", "annotation"])["mIoU"].mean()   # one calibration seed: its own value
     rows = ["<tr><th>T (SGD steps)</th><th>base mIoU, fine labels</th><th>base mIoU, coarse labels</th>"
-            "<th>coarse cost (fine − coarse, % of fine)</th><th>ARM moved (calibration seeds)</th><th></th></tr>"]
+            "<th>coarse cost (fine − coarse, % of fine)</th><th>ARM moved, coarse labels (calibration seeds)</th>"
+            "<th>ARM moved, fine labels</th><th></th></tr>"]
     for t, c in sorted(summary["candidates"].items(), key=lambda kv: int(kv[0])):
-        moved = c["arm_moved"]
-        moved = (_moved_cell(moved) if re.fullmatch(r"\d+/\d+", moved)
-                 else f"<span class=muted>{html.escape(moved)}</span>")   # "not run"
+        moved = [_moved_cell(m) if re.fullmatch(r"\d+/\d+", m) else f"<span class=muted>{html.escape(m)}</span>"
+                 for m in (c["arm_moved"], c.get("arm_moved_fine", "not checked (older rule)"))]   # or "not run"
         mark = "<b>chosen</b>" if chosen is not None and int(t) == chosen else ""
         rows.append(f"<tr><td class=num>{int(t)}</td><td class=num>{_num(mean.get((int(t), 'fine')))}</td>"
                     f"<td class=num>{_num(mean.get((int(t), 'coarse')))}</td>"
-                    f"<td class=num>{_pct(c['coarse_cost'])}</td><td class=num>{moved}</td><td>{mark}</td></tr>")
+                    f"<td class=num>{_pct(c['coarse_cost'])}</td><td class=num>{moved[0]}</td>"
+                    f"<td class=num>{moved[1]}</td><td>{mark}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
 def _arms_table(arms: pd.DataFrame) -> str:
-    rows = ["<tr><th>T</th><th>seed</th><th>base mIoU</th><th>ARM mIoU</th>"
+    rows = ["<tr><th>T</th><th>labels</th><th>seed</th><th>base mIoU</th><th>ARM mIoU</th>"
             "<th>W(−1), W(0), W(+1) at init</th><th>W(−1), W(0), W(+1) at the end</th><th>shape change</th>"
             f"<th>moved (shape change ≥ {MOVED_THRESHOLD:g})</th><th>moved at step</th>"
             "<th>pull on its shape at init (armlib.arm.shape_pull)</th><th>suppression</th></tr>"]
-    for r in arms.sort_values(["T", "seed"]).to_dict("records"):
+    if "annotation" not in arms:   # written before the rule checked fine labels: coarse-label rows only
+        arms = arms.assign(annotation="coarse")
+    for r in arms.sort_values(["T", "annotation", "seed"]).to_dict("records"):
         init = ", ".join(_num(r[c], 3) for c in ("W(-1) init", "W(0) init", "W(+1) init"))
         end = ", ".join(_num(r[c], 3) for c in ("W(-1)", "W(0)", "W(+1)"))
-        rows.append(f"<tr><td class=num>{int(r['T'])}</td><td class=num>{int(r['seed'])}</td>"
+        rows.append(f"<tr><td class=num>{int(r['T'])}</td><td>{html.escape(str(r['annotation']))}</td>"
+                    f"<td class=num>{int(r['seed'])}</td>"
                     f"<td class=num>{_num(r['base mIoU'])}</td><td class=num>{_num(r['ARM mIoU'])}</td>"
                     f"<td class=num>{init}</td><td class=num>{end}</td><td class=num>{_num(r['shape change'], 3)}</td>"
                     f"<td>{_moved_word(r['moved'])}</td><td class=num>{_num(r.get('moved at'), 0)}</td>"
@@ -309,14 +317,17 @@ def _arms_table(arms: pd.DataFrame) -> str:
 def _power(cal: Calibration) -> str:
     summary, chosen = cal.summary, cal.summary["chosen_T"]
     target = summary["power_target"]
-    n = int((cal.arms["T"] == chosen).sum()) if len(cal.arms) else 0
+    coarse = cal.arms if "annotation" not in cal.arms else cal.arms[cal.arms["annotation"] == "coarse"]
+    n = int((coarse["T"] == chosen).sum()) if len(coarse) else 0
+    fine_sd = (f" (on fine labels: {_num(summary['paired_sd_fine'])})"
+               if summary.get("paired_sd_fine") is not None else "")
     needed = target["seeds_needed"]
     needed = ("— (no spread to size it by)" if needed is None or math.isnan(needed)
               else f"{math.ceil(needed)} ({needed:.1f} rounded up)")
     mde = ", ".join(f"n = {k}: {_num(v)}" for k, v in sorted(summary["mde_at"].items(), key=lambda kv: int(kv[0])))
     return (f"<p><b>Seeds for the report</b>, from ARM − base on coarse labels at T = {chosen}, paired by seed over "
             f"{n} calibration seeds (only their spread is used; the mean gain chooses nothing): paired SD "
-            f"{_num(summary['paired_sd'])} mIoU pts. Seeds a two-sided paired t-test needs to detect "
+            f"{_num(summary['paired_sd'])} mIoU pts{fine_sd}. Seeds a two-sided paired t-test needs to detect "
             f"{_num(target['effect'])} mIoU pts at α = {target['alpha']:g} with {100 * target['power']:g} % power: "
             f"<b>{needed}</b>. Minimal detectable effect (mIoU pts, same α and power) at n seeds: {mde}.</p>")
 
@@ -340,7 +351,8 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
                  "<p class=bad>No candidate T met the criteria: this scale's T is not backed by the calibration.</p>")
     parts.append(_candidates_table(cal))
     parts.append("<p class=muted>ARM is trained at a T only when the base model's coarse cost there meets the "
-                 "criterion, and at no T after the chosen one (\"not run\").</p>")
+                 "criterion, on fine labels only when it moved in every coarse-label seed there, and at no T after "
+                 "the chosen one (\"not run\").</p>")
     unresolved = summary["unresolved_classes"]
     parts.append(f"<p><b>Unresolved classes</b> (IoU below {UNRESOLVED_IOU:g} in every learning-curve run, fine labels "
                  "included), reported "

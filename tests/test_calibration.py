@@ -18,9 +18,12 @@ def curves(points: dict[int, tuple[float, float]], iou: dict[str, list[float]] |
     return frame
 
 
-def arms(moved: dict[int, list[bool]]) -> pd.DataFrame:
-    """The ARM table's columns choose reads: one row per (T, calibration seed)."""
-    return pd.DataFrame([{"T": t, "seed": 100 + i, "moved": m} for t, flags in moved.items()
+def arms(moved: dict[int, list[bool]], fine: dict[int, list[bool]] | None = None) -> pd.DataFrame:
+    """The ARM table's columns choose reads: one row per (T, labels, calibration seed). ``fine`` defaults to
+    ``moved`` (ARM moved alike on both labels)."""
+    fine = moved if fine is None else fine
+    return pd.DataFrame([{"T": t, "annotation": a, "seed": 100 + i, "moved": m}
+                         for a, table in (("coarse", moved), ("fine", fine)) for t, flags in table.items()
                          for i, m in enumerate(flags)])
 
 
@@ -49,6 +52,37 @@ def test_choose_takes_the_smallest_t_meeting_both_criteria():
 def test_choose_skips_a_t_where_one_seed_did_not_move():
     c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0), 3200: (55.0, 47.0)})
     assert choose(c, arms({1600: [True, False, True], 3200: [True, True, True]}), [800, 1600, 3200]) == 3200
+
+
+def test_choose_needs_arm_to_move_on_fine_labels_too():
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0), 3200: (55.0, 47.0)})
+    both = {1600: [True, True, True], 3200: [True, True, True]}
+    assert choose(c, arms(both, fine={1600: [True, False, True], 3200: [True] * 3}), [1600, 3200]) == 3200
+    assert choose(c, arms(both, fine={3200: [True] * 3}), [1600, 3200]) == 3200      # fine not run at 1600
+    assert choose(c, arms(both, fine={}), [1600, 3200]) is None                      # fine never run
+
+
+def test_an_arm_table_without_labels_is_read_as_coarse_only():
+    c = curves({1600: (50.0, 44.0)})
+    old = arms({1600: [True, True]}).query("annotation == 'coarse'").drop(columns="annotation")
+    assert choose(c, old, [1600]) is None   # the fine-label check cannot pass on a file that never ran it
+
+
+def test_summary_counts_arm_moved_per_labels_and_the_paired_sd_per_labels():
+    from armlib.calibration import summary
+
+    c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)})
+    table = arms({1600: [True, True, True]}, fine={1600: [True, True, False]})
+    table["base mIoU"] = 40.0
+    table["ARM mIoU"] = [40.0, 41.0, 42.0, 40.0, 40.0, 43.0]   # coarse diffs 0, 1, 2; fine 0, 0, 3
+    out = summary(c, table, [800, 1600], None, alpha=0.01, power=0.8, effect=1.0)
+    assert out["candidates"]["800"] == {"coarse_cost": pytest.approx(0.05), "arm_moved": "not run",
+                                        "arm_moved_fine": "not run"}
+    assert out["candidates"]["1600"]["arm_moved"] == "3/3" and out["candidates"]["1600"]["arm_moved_fine"] == "2/3"
+    table["moved"] = True
+    out = summary(c, table, [800, 1600], 1600, alpha=0.01, power=0.8, effect=1.0)
+    assert out["paired_sd"] == pytest.approx(1.0)                    # SD of 0, 1, 2
+    assert out["paired_sd_fine"] == pytest.approx(3 ** 0.5)          # SD of 0, 0, 3: sqrt(((1)²+(1)²+(2)²)/2)
 
 
 def test_choose_skips_a_t_whose_coarse_cost_is_too_small_even_if_arm_moved():
@@ -115,3 +149,38 @@ def test_coarse_cost_is_over_every_class_when_the_file_has_it():
                            "mIoU_all_classes": [50.0, 40.0]})
     assert coarse_cost(curves, 800) == (50.0 - 40.0) / 50.0
     assert coarse_cost(curves.drop(columns="mIoU_all_classes"), 800) == (70.0 - 63.0) / 70.0
+
+
+def test_calibrate_trains_fine_labels_only_where_coarse_moved_and_stops_at_the_chosen_t(tmp_path, monkeypatch):
+    """The loop of calibrate, with training replaced by a table of outcomes: T = 800 fails on coarse labels (no
+    fine-label runs there), 1600 costs too little (no ARM runs), 3200 passes on both, 6400 is never trained."""
+    import json
+
+    from armlib import calibration
+
+    points = {800: (40.0, 36.0), 1600: (50.0, 47.0), 3200: (55.0, 48.0), 6400: (58.0, 50.0)}   # 10, 6, 13, 14 %
+    coarse_moved = {800: [True, False], 3200: [True, True]}
+    trained = []
+
+    def execute(runs, scale, data_root, jobs=None, desc=""):
+        trained.append(desc)
+
+    def arm_table(runs, scale=None, data_root="data"):
+        rows = [{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed,
+                 "moved": coarse_moved[r.spec["iterations"]][r.seed - 100] if r.spec["annotation"] == "coarse"
+                 else True, "base mIoU": 40.0, "ARM mIoU": 40.0 + (r.seed - 100)}
+                for r in runs if r.spec["reweight"] == "arm"]
+        return pd.DataFrame(rows)
+
+    monkeypatch.setattr(calibration, "execute", execute)
+    monkeypatch.setattr(calibration, "curve_table", lambda runs: curves(points))
+    monkeypatch.setattr(calibration, "arm_table", arm_table)
+    result = calibration.calibrate("smoke", iterations=(6400, 800, 1600, 3200), seeds=(100, 101),
+                                   runs_dir=tmp_path / "runs", out_dir=tmp_path / "out")
+    assert trained == ["learning curve", "ARM on coarse labels at T=800", "ARM on coarse labels at T=3200",
+                       "ARM on fine labels at T=3200"]
+    assert result["chosen_T"] == 3200 and result["paired_sd"] == pytest.approx(2 ** -0.5)
+    assert {t: (c["arm_moved"], c["arm_moved_fine"]) for t, c in result["candidates"].items()} == {
+        "800": ("1/2", "not run"), "1600": ("not run", "not run"), "3200": ("2/2", "2/2"),
+        "6400": ("not run", "not run")}
+    assert json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())["chosen_T"] == 3200

@@ -83,6 +83,31 @@ def test_the_page_shows_why_t_is_what_it_is(tmp_path):
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in cal
 
 
+def test_the_fine_label_check_has_its_own_column_and_rows(tmp_path):
+    coarse = arm_frame().assign(annotation="coarse")
+    fine = arm_frame().query("T == 3200").assign(annotation="fine")
+    fine.loc[fine["seed"] == 102, ["moved", "shape change"]] = (False, 0.03)
+    summary = summary_json()
+    summary["candidates"] = {t: {**c, "arm_moved_fine": {"3200": "2/3"}.get(t, "not run")}
+                             for t, c in summary["candidates"].items()}
+    summary["paired_sd_fine"] = 0.75
+    write_calibration(tmp_path, summary=summary, arms=pd.concat([coarse, fine], ignore_index=True))
+    cal = section(report.render(tmp_path).read_text())
+    header = re.search(r"<tr><th>T \(SGD steps\).*?</tr>", cal).group(0)
+    assert "ARM moved, coarse labels" in header and "ARM moved, fine labels" in header
+    row_3200 = re.search(r"<tr><td class=num>3200</td>.*?</tr>", cal).group(0)
+    assert "3/3" in row_3200 and "2/3: ARM did not move in 1 seed(s)" in row_3200
+    assert "on fine labels: 0.75" in cal
+    assert cal.count("<td>fine</td>") == 3 and cal.count("<span class=bad>no</span>") == 2   # 101@1600, 102 fine
+
+
+def test_a_calibration_from_the_older_rule_says_fine_labels_were_not_checked(tmp_path):
+    write_calibration(tmp_path)   # summary_json and arm_frame have no fine-label check, as files written before it
+    cal = section(report.render(tmp_path).read_text())
+    assert cal.count("not checked (older rule)") == 3 and cal.count("<td>coarse</td>") == 6
+    assert "on fine labels" not in re.search(r"Seeds for the report.*?</p>", cal, re.S).group(0)
+
+
 def test_calibration_comes_after_the_verdicts_and_before_the_tables(tmp_path):
     write_calibration(tmp_path)
     page = report.render(tmp_path).read_text()
@@ -132,6 +157,11 @@ def _without_key(key):
     ({"summary": {**summary_json(), "power_target": {"effect": 1.0, "alpha": 0.01, "power": 0.8}}},
      ["calibration.json", "power_target.'seeds_needed'"]),
     ({"arms": arm_frame().drop(columns=["moved"])}, ["arm_learns.csv", "'moved'"]),
+    ({"summary": {**summary_json(), "candidates": {**summary_json()["candidates"],
+                                                   "3200": {"coarse_cost": 0.14, "arm_moved": "3/3",
+                                                            "arm_moved_fine": 3}}}},
+     ["calibration.json", "candidates.3200.arm_moved_fine"]),
+    ({"summary": {**summary_json(), "paired_sd_fine": "0.7"}}, ["calibration.json", "paired_sd_fine"]),
     ({"curve": curve_frame().drop(columns=["annotation"])}, ["learning_curve.csv", "'annotation'"]),
     ({"curve": curve_frame().query("T != 1600")}, ["learning_curve.csv", "T = 1600"]),
     ({"summary": {**summary_json(), "candidates": {**summary_json()["candidates"],
