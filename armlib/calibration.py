@@ -218,16 +218,22 @@ def attach(scale_name: str, out_dir: str | Path) -> Path | None:
 
 def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CALIBRATION_SEEDS,
               runs_dir="runs", data_root="data", out_dir: str | Path | None = None, jobs: int | None = None,
-              effect: float = 1.0, alpha: float = 0.01, power: float = 0.8) -> dict:
+              effect: float = 1.0, alpha: float = 0.01, power: float = 0.8, from_records: bool = False) -> dict:
     """Run the calibration of a scale (rule in the module docstring) and write its files; returns the summary.
 
     ARM is checked at each T in increasing order (coarse labels, then fine), stopping at the first T that meets
-    both criteria, so a longer T is trained only when a shorter one fails. ``effect`` (mIoU) is the paper's gain taken at our base (ARM on
-    coarse: +1.61 on 70.33 = 2.3 %, about +1.0 at a base of 45); ``alpha`` the Holm-adjusted level of the smallest
-    primary p (0.05 / 5).
+    both criteria, so a longer T is trained only when a shorter one fails. ``effect`` (mIoU) is the paper's gain
+    taken at our base (ARM on coarse: +1.61 on 70.33 = 2.3 %, about +1.0 at a base of 45); ``alpha`` the
+    Holm-adjusted level of the smallest primary p (0.05 / 5).
+
+    With ``from_records`` nothing is trained: the files are written from the records already in ``runs_dir`` (a
+    calibration cut off by a time limit, its records copied from another machine). The rule stops at the first T
+    whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete) and
+    marks "cut off" where no seed pair there is complete; no T is chosen.
 
     Raises:
-        ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds.
+        ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds; with
+            ``from_records``, a learning-curve run without its record.
     """
     scale = get_scale(scale_name)
     seeds = tuple(seeds)
@@ -236,8 +242,23 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
                          f"are never used to calibrate), got {seeds}")
     iterations = tuple(sorted(int(t) for t in iterations))
     out_dir = resolve(out_dir) if out_dir is not None else committed_dir(scale.name)
+    missing: list[Run] = []
+
+    def train(runs: list[Run], desc: str) -> list[Run]:
+        """The runs with their records: all, after training them; from records, the seed pairs already there."""
+        if not from_records:
+            execute(runs, scale, data_root, jobs=jobs, desc=desc)
+            return runs
+        missing.extend(r for r in runs if not r.record_path.exists())
+        seeds_done = [seed for seed in dict.fromkeys(r.seed for r in runs)
+                      if all(r.record_path.exists() for r in runs if r.seed == seed)]
+        return [r for r in runs if r.seed in seeds_done]
+
     curve = learning_curve_runs(scale, iterations, seeds[0], runs_dir, data_root)
-    execute(curve, scale, data_root, jobs=jobs, desc="learning curve")
+    train(curve, "learning curve")
+    if missing:
+        raise ValueError(f"from_records: the learning curve has no record in {missing[0].out} "
+                         f"({len(missing)} of {len(curve)} runs missing); train it first")
     curves = curve_table(curve)
     arm: list[Run] = []
     chosen = None
@@ -245,17 +266,22 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
         if coarse_cost(curves, t) < MIN_COARSE_COST:
             continue   # fails on the base model alone: no need to train ARM there
         for annotation in ANNOTATIONS:
-            runs = arm_runs(scale, t, seeds, runs_dir, data_root, annotation)
-            execute(runs, scale, data_root, jobs=jobs, desc=f"ARM on {annotation} labels at T={t}")
+            runs = train(arm_runs(scale, t, seeds, runs_dir, data_root, annotation),
+                         f"ARM on {annotation} labels at T={t}")
             arm += runs
-            if not _at(arm_table(runs, scale, data_root), t, annotation)["moved"].all():
-                break   # ARM failed at this T: no need to train it on the other labels
-        chosen = choose(curves, arm_table(arm, scale, data_root), iterations)
-        if chosen is not None:
+            if missing or not _at(arm_table(runs, scale, data_root), t, annotation)["moved"].all():
+                break   # ARM failed at this T (no need to train it on the other labels), or T is undecided
+        chosen = None if missing else choose(curves, arm_table(arm, scale, data_root), iterations)
+        if chosen is not None or missing:
             break
     arms = (arm_table(arm, scale, data_root) if arm
             else pd.DataFrame(columns=["T", "annotation", "seed", "moved"]))
     result = summary(curves, arms, iterations, chosen, alpha, power, effect)
+    result["missing_runs"] = [f"{r.row} seed {r.seed}" for r in missing]
+    for r in missing:   # started but cut off, not skipped by the rule: the table must not say "not run"
+        candidate = result["candidates"][str(r.spec["iterations"])]
+        key = "arm_moved" if r.spec["annotation"] == "coarse" else "arm_moved_fine"
+        candidate[key] = "cut off" if candidate[key] == "not run" else candidate[key]
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / CURVE_FILE, curves.to_csv(index=False))
     atomic_write_text(out_dir / ARM_FILE, arms.to_csv(index=False))
@@ -273,6 +299,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--out", default=None, help="folder of the files (default reports/<scale>/calibration)")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: the scale's)")
+    parser.add_argument("--from-records", action="store_true",
+                        help="train nothing: write the files from the records already in --runs-dir (an interrupted "
+                             "calibration); runs without a record are listed as missing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -281,6 +310,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--iterations must be comma-separated ints, got {args.iterations!r}") from None
     result = calibrate(args.scale, iterations, parse_seeds(args.seeds), args.runs_dir, args.data_root, args.out,
-                       args.jobs)
+                       args.jobs, from_records=args.from_records)
     print(json.dumps(result, indent=2))
     return 0

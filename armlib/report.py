@@ -232,6 +232,8 @@ def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
                 raise UsageError(f"{path}: candidates.{t}.{key} must be \"k/n\" or \"not run\", got {c[key]!r}")
     if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int)):
         raise UsageError(f"{path}: 'chosen_T' must be a number of steps or null, got {chosen!r}")
+    if not isinstance(summary.get("missing_runs", []), list):   # absent from files written before it existed
+        raise UsageError(f"{path}: 'missing_runs' must be a list of runs, got {summary['missing_runs']!r}")
     if not isinstance(summary["unresolved_classes"], list):
         raise UsageError(f"{path}: 'unresolved_classes' must be a list of class names, "
                          f"got {summary['unresolved_classes']!r}")
@@ -345,10 +347,16 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
     intro = (f"<p><code>armlib calibrate</code> chose T on calibration seeds {', '.join(map(str, seeds))} "
              "(apart from the reporting seeds, so the scale is not tuned on its own test data) from the base "
              "model's learning curve and from whether ARM's learned weighting curve moves, never from ARM's gain. "
-             f"Rule, fixed before any run: <i>{html.escape(str(summary['rule']))}</i>.</p>")
+             f"Rule, fixed before any of these runs: <i>{html.escape(str(summary['rule']))}</i>.</p>")
     parts = [head, intro]
     parts.append(f"<p><b>Chosen T = {chosen}</b></p>" if chosen is not None else
                  "<p class=bad>No candidate T met the criteria: this scale's T is not backed by the calibration.</p>")
+    missing = summary.get("missing_runs", [])
+    if missing:
+        parts.append(f"<p class=bad>Incomplete: {len(missing)} run(s) the rule needed have no record (the calibration "
+                     "was cut off; <code>armlib calibrate --from-records</code> wrote these files from the records "
+                     "there were), so no T from the first undecided one up was decided: "
+                     f"{html.escape(', '.join(map(str, missing)))}.</p>")
     parts.append(_candidates_table(cal))
     parts.append("<p class=muted>ARM is trained at a T only when the base model's coarse cost there meets the "
                  "criterion, on fine labels only when it moved in every coarse-label seed there, and at no T after "

@@ -184,3 +184,52 @@ def test_calibrate_trains_fine_labels_only_where_coarse_moved_and_stops_at_the_c
         "800": ("1/2", "not run"), "1600": ("not run", "not run"), "3200": ("2/2", "2/2"),
         "6400": ("not run", "not run")}
     assert json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())["chosen_T"] == 3200
+
+
+def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tmp_path, monkeypatch):
+    """An interrupted calibration: T = 800 complete (ARM moved in seed 100 only), at 1600 seed 101's ARM run has no
+    record. The files list the missing run, keep 1600's complete pair, and choose nothing; with no complete pair
+    at 1600, its cell says "cut off", not "not run"."""
+    import json
+
+    from armlib import calibration
+
+    points = {800: (40.0, 36.0), 1600: (50.0, 44.0), 3200: (55.0, 48.0)}   # every cost ≥ 8 %
+    have = {("coarse", 800, "none", 100), ("coarse", 800, "arm", 100), ("coarse", 800, "none", 101),
+            ("coarse", 800, "arm", 101), ("coarse", 1600, "none", 100), ("coarse", 1600, "arm", 100),
+            ("coarse", 1600, "none", 101)}
+
+    def fake_record(run):
+        return (run.spec["annotation"], run.spec["iterations"], run.spec["reweight"], run.seed) in have
+
+    monkeypatch.setattr(calibration.Run, "record_path", property(
+        lambda r: tmp_path / ("yes" if fake_record(r) or r.row.startswith("base_") and r.seed == 100 else "no")))
+    (tmp_path / "yes").write_text("{}")
+    monkeypatch.setattr(calibration, "execute", lambda *a, **k: pytest.fail("from_records must train nothing"))
+    monkeypatch.setattr(calibration, "curve_table", lambda runs: curves(points))
+    monkeypatch.setattr(calibration, "arm_table", lambda runs, scale=None, data_root="data": pd.DataFrame(
+        [{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed, "moved": r.seed == 100,
+          "base mIoU": 40.0, "ARM mIoU": 40.0} for r in runs if r.spec["reweight"] == "arm"],
+        columns=["T", "annotation", "seed", "moved", "base mIoU", "ARM mIoU"]))
+    result = calibration.calibrate("smoke", iterations=(800, 1600, 3200), seeds=(100, 101), runs_dir=tmp_path,
+                                   out_dir=tmp_path / "out", from_records=True)
+    assert result["missing_runs"] == ["arm_coarse@1600 seed 101"]
+    assert result["chosen_T"] is None
+    assert {t: c["arm_moved"] for t, c in result["candidates"].items()} == {"800": "1/2", "1600": "1/1",
+                                                                          "3200": "not run"}
+    assert json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())["missing_runs"] == result["missing_runs"]
+    have.discard(("coarse", 1600, "arm", 100))
+    result = calibration.calibrate("smoke", iterations=(800, 1600, 3200), seeds=(100, 101), runs_dir=tmp_path,
+                                   out_dir=tmp_path / "out", from_records=True)
+    assert result["missing_runs"] == ["arm_coarse@1600 seed 100", "arm_coarse@1600 seed 101"]
+    assert result["candidates"]["1600"]["arm_moved"] == "cut off"
+    assert result["candidates"]["1600"]["arm_moved_fine"] == result["candidates"]["3200"]["arm_moved"] == "not run"
+
+
+def test_from_records_refuses_a_learning_curve_without_records(tmp_path):
+    from armlib import calibration
+
+    with pytest.raises(ValueError, match="from_records: the learning curve has no record in .*train it first"):
+        calibration.calibrate("smoke", iterations=(4,), seeds=(100, 101), runs_dir=tmp_path, out_dir=tmp_path / "o",
+                              from_records=True)
+    assert not (tmp_path / "o").exists()

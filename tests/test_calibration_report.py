@@ -108,6 +108,16 @@ def test_a_calibration_from_the_older_rule_says_fine_labels_were_not_checked(tmp
     assert "on fine labels" not in re.search(r"Seeds for the report.*?</p>", cal, re.S).group(0)
 
 
+def test_an_interrupted_calibration_says_which_runs_are_missing(tmp_path):
+    summary = {**summary_json(), "chosen_T": None, "missing_runs": ["arm_coarse@3200 seed 102"]}
+    write_calibration(tmp_path, summary=summary)
+    cal = section(report.render(tmp_path).read_text())
+    assert "<p class=bad>Incomplete: 1 run(s) the rule needed have no record" in cal
+    assert "arm_coarse@3200 seed 102" in cal and "No candidate T met the criteria" in cal
+    write_calibration(tmp_path, summary={**summary_json(), "missing_runs": []})
+    assert "Incomplete" not in section(report.render(tmp_path).read_text())
+
+
 def test_calibration_comes_after_the_verdicts_and_before_the_tables(tmp_path):
     write_calibration(tmp_path)
     page = report.render(tmp_path).read_text()
@@ -136,11 +146,12 @@ def test_an_uncalibrated_scale_says_so(tmp_path):
     assert "This scale was not calibrated (calibration/ holds no calibration.json)" in report.render(tmp_path).read_text()
 
 
-def test_the_committed_reference_reads_as_its_folder_says():
-    """reports/quick: None without calibration.json (the page then says so), its files checked with one."""
+@pytest.mark.parametrize("scale", ["quick", "gpu"])
+def test_the_committed_reference_reads_as_its_folder_says(scale):
+    """reports/<scale>: None without calibration.json (the page then says so), its files checked with one."""
     from armlib.paths import REPO_ROOT
 
-    folder = REPO_ROOT / "reports" / "quick"
+    folder = REPO_ROOT / "reports" / scale
     cal = report.read_calibration(folder)   # a malformed committed file raises here
     assert (cal is None) == (not (folder / "calibration" / calibration.SUMMARY_FILE).exists())
 
@@ -162,6 +173,7 @@ def _without_key(key):
                                                             "arm_moved_fine": 3}}}},
      ["calibration.json", "candidates.3200.arm_moved_fine"]),
     ({"summary": {**summary_json(), "paired_sd_fine": "0.7"}}, ["calibration.json", "paired_sd_fine"]),
+    ({"summary": {**summary_json(), "missing_runs": "arm@3200"}}, ["calibration.json", "'missing_runs'"]),
     ({"curve": curve_frame().drop(columns=["annotation"])}, ["learning_curve.csv", "'annotation'"]),
     ({"curve": curve_frame().query("T != 1600")}, ["learning_curve.csv", "T = 1600"]),
     ({"summary": {**summary_json(), "candidates": {**summary_json()["candidates"],
