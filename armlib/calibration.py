@@ -125,15 +125,20 @@ def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cost_column(curves: pd.DataFrame) -> str:
+    """The learning-curve column the calibration measures: ``mIoU_all_classes`` where the file has it for every
+    run, else ``mIoU`` (files written before that column existed, when mIoU covered every class)."""
+    return ("mIoU_all_classes" if "mIoU_all_classes" in curves and curves["mIoU_all_classes"].notna().all()
+            else "mIoU")
+
+
 def coarse_cost(curves: pd.DataFrame, t: int) -> float:
     """(fine − coarse) / fine mIoU of the base model at T (a share, 0.13 = 13 %).
 
     Over every class (``mIoU_all_classes`` where the file has it): the calibration decides which classes are
     unresolved, so a rerun after the scale's config lists them must still measure the same quantity.
     """
-    column = ("mIoU_all_classes" if "mIoU_all_classes" in curves and curves["mIoU_all_classes"].notna().all()
-              else "mIoU")
-    at = curves[curves["T"] == t].set_index("annotation")[column]
+    at = curves[curves["T"] == t].set_index("annotation")[cost_column(curves)]
     return float((at["fine"] - at["coarse"]) / at["fine"])
 
 

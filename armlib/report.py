@@ -23,7 +23,8 @@ import pandas as pd
 
 from armlib import stats
 from armlib.arm import MOVED_THRESHOLD
-from armlib.calibration import ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, coarse_cost
+from armlib.calibration import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, coarse_cost,
+                                cost_column)
 from armlib.errors import UsageError, check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
@@ -279,10 +280,16 @@ def _moved_word(value) -> str:
     return '<span class="muted">—</span>'
 
 
+def _measured(cal: Calibration) -> str:
+    return "mIoU over all classes" if cost_column(cal.curves) == "mIoU_all_classes" else "mIoU"
+
+
 def _candidates_table(cal: Calibration) -> str:
     summary, chosen = cal.summary, cal.summary["chosen_T"]
-    mean = cal.curves.groupby(["T", "annotation"])["mIoU"].mean()   # one calibration seed: its own value
-    rows = ["<tr><th>T (SGD steps)</th><th>base mIoU, fine labels</th><th>base mIoU, coarse labels</th>"
+    # one calibration seed: its own value; over the classes the cost is measured on, so the columns give the cost
+    mean = cal.curves.groupby(["T", "annotation"])[cost_column(cal.curves)].mean()
+    measured = _measured(cal)
+    rows = [f"<tr><th>T (SGD steps)</th><th>base {measured}, fine labels</th><th>base {measured}, coarse labels</th>"
             "<th>coarse cost (fine − coarse, % of fine)</th><th>ARM moved, coarse labels (calibration seeds)</th>"
             "<th>ARM moved, fine labels</th><th></th></tr>"]
     for t, c in sorted(summary["candidates"].items(), key=lambda kv: int(kv[0])):
@@ -372,7 +379,9 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
         parts.append(_power(cal))
     # The figure follows the page's pattern: plots saves figures/<key>.png and _figures inlines every PNG as
     # base64, so the page stays self-contained and the PNG sits beside the notebooks' figures.
-    fig = plots.calibration_learning_curve(cal.curves, chosen, out_dir)
+    # the figure draws the quantity the cost is measured on (every class), as the table does
+    fig = plots.calibration_learning_curve(cal.curves.assign(mIoU=cal.curves[cost_column(cal.curves)]), chosen,
+                                           out_dir)
     plots.plt.close(fig)   # render may run many times in one process (tests, reproduce): no open figures pile up
     parts.append(_figures(out_dir / "figures", CALIBRATION_FIGURE))
     parts.append("<h3>Did ARM learn? Its curve per calibration seed</h3>")

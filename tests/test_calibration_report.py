@@ -83,6 +83,27 @@ def test_the_page_shows_why_t_is_what_it_is(tmp_path):
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in cal
 
 
+def test_table_and_figure_show_the_all_class_mean_the_cost_is_measured_on(tmp_path):
+    """With unresolved classes listed, mIoU leaves them out while the cost is over every class: the page must show
+    the numbers its cost comes from (a uniform scaling of the two columns could not tell them apart)."""
+    curve = curve_frame()
+    curve["mIoU_all_classes"] = curve["mIoU"] - 10.0   # not proportional: the cost over all classes differs
+    summary = summary_json()
+    summary["candidates"] = {t: {**c, "coarse_cost": calibration.coarse_cost(curve, int(t))}
+                             for t, c in summary["candidates"].items()}
+    write_calibration(tmp_path, summary=summary, curve=curve)
+    cal = section(report.render(tmp_path).read_text())
+    assert "base mIoU over all classes, fine labels" in cal
+    row_800 = re.search(r"<tr><td class=num>800</td>.*?</tr>", cal).group(0)
+    assert "<td class=num>30.00</td><td class=num>28.00</td><td class=num>6.7 %</td>" in row_800, row_800
+    fig = plots.calibration_learning_curve(curve.assign(mIoU=curve["mIoU_all_classes"]), 3200, tmp_path)
+    costs = sorted(t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("cost "))
+    plots.plt.close(fig)
+    assert "cost 6.7 %" in costs
+    png = (tmp_path / "figures" / f"{report.CALIBRATION_FIGURE}.png").read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in cal   # the page drew this figure
+
+
 def test_the_fine_label_check_has_its_own_column_and_rows(tmp_path):
     coarse = arm_frame().assign(annotation="coarse")
     fine = arm_frame().query("T == 3200").assign(annotation="fine")
