@@ -116,7 +116,8 @@ def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
         pull = shape_pull(build_criterion(cfg).weight_fn) if cfg else math.nan
         w0, w1 = arm["arm_curve_init"]["w"], arm["arm_curve"]["w"]
         change = curve_shape_change(w0, w1)
-        rows.append({"T": t, "annotation": annotation, "seed": seed, "base mIoU": base["metrics"]["mIoU"], "ARM mIoU": arm["metrics"]["mIoU"],
+        rows.append({"T": t, "annotation": annotation, "seed": seed,
+                     "base mIoU": base["metrics"]["mIoU"], "ARM mIoU": arm["metrics"]["mIoU"],
                      "shape change": change, "moved": change >= MOVED_THRESHOLD,
                      "moved at": moved_at(run.out / CURVES), "shape pull at init": pull,
                      "suppression": curve_suppression(w1),

@@ -217,7 +217,8 @@ def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tm
     assert result["chosen_T"] is None
     assert {t: c["arm_moved"] for t, c in result["candidates"].items()} == {"800": "1/2", "1600": "1/1",
                                                                           "3200": "not run"}
-    assert json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())["missing_runs"] == result["missing_runs"]
+    written = json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())
+    assert written["missing_runs"] == result["missing_runs"]
     have.discard(("coarse", 1600, "arm", 100))
     result = calibration.calibrate("smoke", iterations=(800, 1600, 3200), seeds=(100, 101), runs_dir=tmp_path,
                                    out_dir=tmp_path / "out", from_records=True)
