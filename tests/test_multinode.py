@@ -33,7 +33,8 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform != "linu
 
 DIST_TRAIN = REPO_ROOT / "scripts" / "dist_train.sh"
 SBATCH = REPO_ROOT / "scripts" / "slurm" / "train.sbatch"
-RUN_TIMEOUT = 120  # s per launcher; a smoke run takes a few seconds plus start-up
+RUN_TIMEOUT = 300  # s per launcher, a hang guard: a smoke run takes a few seconds plus start-up, but a 2-core
+# machine busy with other runs once took over 120 s for the two-node launch
 
 
 def overrides(data_root: Path) -> list[str]:
