@@ -33,8 +33,10 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform != "linu
 
 DIST_TRAIN = REPO_ROOT / "scripts" / "dist_train.sh"
 SBATCH = REPO_ROOT / "scripts" / "slurm" / "train.sbatch"
-RUN_TIMEOUT = 300  # s per launcher, a hang guard: a smoke run takes a few seconds plus start-up, but a 2-core
-# machine busy with other runs once took over 120 s for the two-node launch
+# s per launcher, a hang guard: a smoke run takes a few seconds plus start-up. The two-node launch failed once at
+# 120 s on a 2-core machine busy with two training runs (its log was not kept: a timeout is likely, not shown); it
+# passed in 66-87 s in three reruns there, one with two busy loops beside it.
+RUN_TIMEOUT = 300
 
 
 def overrides(data_root: Path) -> list[str]:
