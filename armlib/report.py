@@ -385,7 +385,9 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
     plots.plt.close(fig)   # render may run many times in one process (tests, reproduce): no open figures pile up
     parts.append(_figures(out_dir / "figures", CALIBRATION_FIGURE))
     parts.append("<h3>Did ARM learn? Its curve per calibration seed</h3>")
-    parts.append(_arms_table(cal.arms) if len(cal.arms) else
+    parts.append(_arms_table(cal.arms) + "<p class=muted>Base and ARM mIoU here are the scale's mIoU, which leaves "
+                 "out the classes its config listed as unresolved when these runs trained (the table above averages "
+                 "every class).</p>" if len(cal.arms) else
                  "<p class=muted>ARM was trained at no candidate T (no coarse cost met the criterion).</p>")
     parts.append(f"<p class=muted>From {CALIBRATION_DIR}/{SUMMARY_FILE}, {CURVE_FILE} and {ARM_FILE}.</p>")
     return "\n".join(parts)
