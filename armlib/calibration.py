@@ -31,13 +31,15 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
-from armlib.experiments import Run, execute, experiment_id, run_config
+from armlib.experiments import Run, execute, experiment_id, run_config, signals_as_interrupts
 from armlib.runs import CURVES
 from armlib.train import build_criterion
 from armlib.parameters import parse_seeds
@@ -315,7 +317,13 @@ def run(args: argparse.Namespace) -> int:
         iterations = [int(t) for t in args.iterations.split(",")]
     except ValueError:
         raise ValueError(f"--iterations must be comma-separated ints, got {args.iterations!r}") from None
-    result = calibrate(args.scale, iterations, parse_seeds(args.seeds), args.runs_dir, args.data_root, args.out,
-                       args.jobs, from_records=args.from_records)
+    try:
+        with signals_as_interrupts():   # a time limit's SIGTERM stops the runs instead of orphaning them
+            result = calibrate(args.scale, iterations, parse_seeds(args.seeds), args.runs_dir, args.data_root,
+                               args.out, args.jobs, from_records=args.from_records)
+    except KeyboardInterrupt as exc:
+        print(f"armlib calibrate: interrupted ({exc.args[0] if exc.args else 'SIGINT'}); every training run was "
+              "stopped; the same command resumes from the records and checkpoints", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     print(json.dumps(result, indent=2))
     return 0

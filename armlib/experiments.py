@@ -340,6 +340,33 @@ class _Children:
         _stop_processes(procs, grace_s)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path is the same."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_as_interrupts():
+    """Within it, SIGTERM and SIGHUP raise :class:`Interrupted` (a KeyboardInterrupt) in the main thread, so that
+    :func:`execute` stops every training process it started, as on Ctrl-C. Their default action would end this
+    process alone and leave its training runs going on as orphans (a time limit's SIGTERM, a closed terminal).
+    The previous handlers are restored on leaving. Main thread only (``signal.signal``'s rule)."""
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_interrupted) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _stop_processes(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
     """SIGTERM each process group (torchrun's workers too), SIGKILL what is left after ``grace_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

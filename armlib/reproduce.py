@@ -184,32 +184,19 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
                          help="time limit of one job (submitit); a rerun resumes from the run's checkpoint")
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path is the same."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signum)
-
-
 def run_reproduce(args) -> int:
     """``armlib reproduce``: 0 with the report's path; 1 with one error line; 128 + signal when interrupted."""
     from armlib import experiments
 
-    handled = (signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, _raise_interrupted) for s in handled}
     try:
-        if args.dry_run:
-            print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
-            return 0
-        cluster = experiments.ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
-                                             cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
-        index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
-                          args.seeds, args.jobs, executor=args.executor, cluster=cluster)
+        with experiments.signals_as_interrupts():
+            if args.dry_run:
+                print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
+                return 0
+            cluster = experiments.ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
+                                                 cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
+            index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
+                              args.seeds, args.jobs, executor=args.executor, cluster=cluster)
     except KeyboardInterrupt as exc:
         print(f"armlib reproduce: interrupted ({exc.args[0] if exc.args else 'SIGINT'}); every training run was "
               "stopped; the same command resumes", file=sys.stderr)
@@ -219,9 +206,6 @@ def run_reproduce(args) -> int:
             raise
         print(f"armlib reproduce: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     print(f"report: {index}")
     return 0
 

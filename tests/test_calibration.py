@@ -234,3 +234,24 @@ def test_from_records_refuses_a_learning_curve_without_records(tmp_path):
         calibration.calibrate("smoke", iterations=(4,), seeds=(100, 101), runs_dir=tmp_path, out_dir=tmp_path / "o",
                               from_records=True)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_committed_gpu_records_still_give_the_committed_gpu_calibration(tmp_path):
+    """reports/gpu/calibration_runs.tar.gz holds the records of the gpu calibration cut off on an H200; a GPU
+    session unpacks it into runs/ and resumes from it. A change to the gpu config or the training code gives the
+    runs new keys and orphans them: this fails then, so the change is made knowingly (rerun the calibration)."""
+    import tarfile
+
+    from armlib import calibration
+
+    committed = calibration.committed_dir("gpu")
+    with tarfile.open(committed.parent / "calibration_runs.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    try:
+        calibration.calibrate("gpu", iterations=(750, 1500, 3000), runs_dir=tmp_path / "runs",
+                              out_dir=tmp_path / "out", from_records=True)
+    except ValueError as exc:
+        pytest.fail(f"the committed gpu calibration records no longer match the gpu config or the training code "
+                    f"({exc}); rerun the calibration on a GPU, or remove the partial one knowingly")
+    for name in (calibration.SUMMARY_FILE, calibration.ARM_FILE, calibration.CURVE_FILE):
+        assert (tmp_path / "out" / name).read_text() == (committed / name).read_text(), name

@@ -150,3 +150,29 @@ def test_submitit_local_executor_gives_the_pool_results(tmp_path, data_root, ref
     reproduce(tmp_path, data_root, "--executor", "submitit-local")
     assert (tmp_path / "runs" / "smoke" / ".submitit").is_dir()
     assert result_files(tmp_path / "out") == reference
+
+
+def test_a_calibrate_stopped_by_sigterm_stops_its_runs(tmp_path, data_root):
+    """A time limit's SIGTERM (`timeout`, a batch scheduler) used to end calibrate alone and leave its training runs
+    going on as orphans."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "armlib", "calibrate", "--scale", "smoke", "--iterations", "60", "--seeds",
+           "100,101", "--runs-dir", str(runs), "--data-root", str(data_root), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: any(runs.glob("smoke/calibration/*/train.log")), proc)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGTERM)   # the parent only: it must stop its children itself
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        time.sleep(0.5)
+        assert not alive(family) and not alive(trainers_of(runs))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for p in alive(trainers_of(runs)):
+            p.kill()
+    err = proc.stderr.read()
+    assert "armlib calibrate: interrupted (SIGTERM); every training run was stopped" in err, err
+    assert not (tmp_path / "out").exists()   # nothing written from a calibration cut short
