@@ -40,6 +40,7 @@ import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
 from armlib.experiments import Run, execute, experiment_id, run_config, signals_as_interrupts
+from armlib.metrics import reported_metrics
 from armlib.runs import CURVES
 from armlib.train import build_criterion
 from armlib.parameters import parse_seeds
@@ -53,6 +54,8 @@ MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 
 # 0.2 for person after 3200 fine-label steps is a few stray pixels, not a class the model has learnt.
 UNRESOLVED_IOU = 1.0
 DEFAULT_ITERATIONS = (800, 1600, 3200)
+RULE_HISTORY = ("The fine-label clause was added on 2026-11-30, after the quick reference showed ARM's curve flat in "
+                "one fine-label reporting seed (seed 1); the first rule checked coarse labels only.")
 ANNOTATIONS = ("coarse", "fine")   # ARM must move on both (coarse first: fine is trained only where coarse passed)
 CURVE_FILE, ARM_FILE, SUMMARY_FILE = "learning_curve.csv", "arm_learns.csv", "calibration.json"
 CALIBRATION_DIR = "calibration"   # reports/<scale>/<this>/ holds the three files; the report reads <out_dir>/<this>/
@@ -102,10 +105,20 @@ def moved_at(curves_csv: Path) -> int | None:
     return next((it for it, w in sorted(by_it.items()) if curve_shape_change(init, w) >= MOVED_THRESHOLD), None)
 
 
-def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
-    """One row per (T, annotation, seed): base and ARM mIoU, ARM's curve at init and at the end, whether and when
-    it moved, and the pull on its shape at init (:func:`armlib.arm.shape_pull`, rebuilt exactly as the trainer
-    builds it)."""
+def _miou(record: dict, unresolved) -> float:
+    """The record's mIoU, or with ``unresolved`` given, the mean IoU over the other classes, as
+    :func:`armlib.metrics.reported_metrics` takes it: the same quantity whichever classes the run's config left
+    out when it trained."""
+    if unresolved is None:
+        return record["metrics"]["mIoU"]
+    per_class = {"aAcc": record["metrics"]["aAcc"], "Acc": record["Acc"], "IoU": record["IoU"]}
+    return float(reported_metrics({**per_class, "mIoU": math.nan}, record["class_names"], unresolved)["mIoU"])
+
+
+def arm_table(runs: list[Run], scale=None, data_root="data", unresolved=None) -> pd.DataFrame:
+    """One row per (T, annotation, seed): base and ARM mIoU (over the classes not in ``unresolved`` when given,
+    else each record's mIoU), ARM's curve at init and at the end, whether and when it moved, and the pull on its
+    shape at init (:func:`armlib.arm.shape_pull`, rebuilt exactly as the trainer builds it)."""
     by_key = {(r.spec["iterations"], r.spec["annotation"], r.seed, r.spec["reweight"]): (r, _record(r))
               for r in runs}
     rows = []
@@ -119,7 +132,7 @@ def arm_table(runs: list[Run], scale=None, data_root="data") -> pd.DataFrame:
         w0, w1 = arm["arm_curve_init"]["w"], arm["arm_curve"]["w"]
         change = curve_shape_change(w0, w1)
         rows.append({"T": t, "annotation": annotation, "seed": seed,
-                     "base mIoU": base["metrics"]["mIoU"], "ARM mIoU": arm["metrics"]["mIoU"],
+                     "base mIoU": _miou(base, unresolved), "ARM mIoU": _miou(arm, unresolved),
                      "shape change": change, "moved": change >= MOVED_THRESHOLD,
                      "moved at": moved_at(run.out / CURVES), "shape pull at init": pull,
                      "suppression": curve_suppression(w1),
@@ -186,7 +199,7 @@ def summary(curves: pd.DataFrame, arms: pd.DataFrame, iterations, chosen: int | 
     and on fine (``paired_sd_fine``), and the seeds a paired t-test needs to detect ``effect`` mIoU at ``alpha``
     with ``power`` from the coarse-label SD (the paper's central claim)."""
     out = {"rule": f"smallest T with coarse cost >= {MIN_COARSE_COST:.0%} and ARM moved in every calibration seed, "
-                   "on coarse and on fine labels",
+                   "on coarse and on fine labels", "rule_history": RULE_HISTORY,
            "candidates": {}, "chosen_T": chosen, "unresolved_classes": unresolved_classes(curves)}
     for t in sorted(iterations):
         out["candidates"][str(t)] = {"coarse_cost": coarse_cost(curves, t),
@@ -199,6 +212,8 @@ def summary(curves: pd.DataFrame, arms: pd.DataFrame, iterations, chosen: int | 
         out["power_target"] = {"effect": effect, "alpha": alpha, "power": power,
                                "seeds_needed": seeds_needed(effect, sd, alpha=alpha, power=power)}
         out["mde_at"] = {str(n): minimal_detectable_effect(sd, n, alpha=alpha, power=power) for n in (5, 6, 8, 10)}
+        out["mde_fine_at"] = {str(n): minimal_detectable_effect(out["paired_sd_fine"], n, alpha=alpha, power=power)
+                              for n in (5, 6, 8, 10)}
     return out
 
 
@@ -268,6 +283,9 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
         raise ValueError(f"from_records: the learning curve has no record in {missing[0].out} "
                          f"({len(missing)} of {len(curve)} runs missing); train it first")
     curves = curve_table(curve)
+    # ARM − base in the mIoU the report will use (the unresolved classes left out), not in whatever mIoU the runs'
+    # config gave: the paired SD that sizes the reporting seeds must be in the reporting unit.
+    unresolved = unresolved_classes(curves)
     arm: list[Run] = []
     chosen = None
     for t in iterations:
@@ -277,19 +295,23 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
             runs = train(arm_runs(scale, t, seeds, runs_dir, data_root, annotation),
                          f"ARM on {annotation} labels at T={t}")
             arm += runs
-            if missing or not _at(arm_table(runs, scale, data_root), t, annotation)["moved"].all():
+            if missing or not _at(arm_table(runs, scale, data_root, unresolved), t, annotation)["moved"].all():
                 break   # ARM failed at this T (no need to train it on the other labels), or T is undecided
-        chosen = None if missing else choose(curves, arm_table(arm, scale, data_root), iterations)
+        chosen = None if missing else choose(curves, arm_table(arm, scale, data_root, unresolved), iterations)
         if chosen is not None or missing:
             break
-    arms = (arm_table(arm, scale, data_root) if arm
+    arms = (arm_table(arm, scale, data_root, unresolved) if arm
             else pd.DataFrame(columns=["T", "annotation", "seed", "moved"]))
     result = summary(curves, arms, iterations, chosen, alpha, power, effect)
     result["missing_runs"] = [f"{r.row} seed {r.seed}" for r in missing]
-    for r in missing:   # started but cut off, not skipped by the rule: the table must not say "not run"
-        candidate = result["candidates"][str(r.spec["iterations"])]
-        key = "arm_moved" if r.spec["annotation"] == "coarse" else "arm_moved_fine"
-        candidate[key] = "cut off" if candidate[key] == "not run" else candidate[key]
+    # Started but cut off, not skipped by the rule: the cell must say so, and a count over the finished seed
+    # pairs alone ("1/1") must not read as the whole T.
+    for t, annotation in dict.fromkeys((r.spec["iterations"], r.spec["annotation"]) for r in missing):
+        candidate = result["candidates"][str(t)]
+        key = "arm_moved" if annotation == "coarse" else "arm_moved_fine"
+        done = len(_at(arms, t, annotation))
+        candidate[key] = ("cut off" if not done
+                          else f"{candidate[key]} (cut off: {done} of {len(seeds)} seed pairs finished)")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / CURVE_FILE, curves.to_csv(index=False))
     atomic_write_text(out_dir / ARM_FILE, arms.to_csv(index=False))

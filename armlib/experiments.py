@@ -348,23 +348,34 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_INTERRUPTING = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupted(signum, frame):
+    # Once: a second signal (a scheduler repeating its SIGTERM) must not cut short the stopping of the runs.
+    for s in _INTERRUPTING:
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
 @contextmanager
 def signals_as_interrupts():
-    """Within it, SIGTERM and SIGHUP raise :class:`Interrupted` (a KeyboardInterrupt) in the main thread, so that
-    :func:`execute` stops every training process it started, as on Ctrl-C. Their default action would end this
-    process alone and leave its training runs going on as orphans (a time limit's SIGTERM, a closed terminal).
-    The previous handlers are restored on leaving. Main thread only (``signal.signal``'s rule)."""
-    handled = (signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, _raise_interrupted) for s in handled}
+    """Within it, the first SIGTERM or SIGHUP raises :class:`Interrupted` (a KeyboardInterrupt) in the main
+    thread, so that :func:`execute` stops every training process it started, as on Ctrl-C; later ones are ignored
+    while that happens. Their default action would end this process alone and leave its training runs going on as
+    orphans (a time limit's SIGTERM, a closed terminal). A signal the process was started ignoring (SIGHUP under
+    ``nohup``) stays ignored. The previous handlers are restored on leaving. Main thread only (``signal.signal``'s
+    rule)."""
+    previous = {s: signal.getsignal(s) for s in _INTERRUPTING}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, _raise_interrupted)
     try:
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # None: a handler not installed from Python, which signal.signal cannot take back; the default then
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def _stop_processes(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:

@@ -250,6 +250,11 @@ def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
             raise UsageError(f"{path}: 'mde_at' must map a number of seeds n to the MDE, got {mde!r}")
         for n, value in mde.items():
             _number(value, path, f"mde_at.{n}")
+        fine_mde = summary.get("mde_fine_at", {})   # absent from files written before the fine-label check
+        if not isinstance(fine_mde, dict):
+            raise UsageError(f"{path}: 'mde_fine_at' must map a number of seeds n to the MDE, got {fine_mde!r}")
+        for n, value in fine_mde.items():
+            _number(value, path, f"mde_fine_at.{n}")
     curves = _calibration_csv(folder / CURVE_FILE, CURVE_COLUMNS)
     arms = _calibration_csv(folder / ARM_FILE, ARM_COLUMNS, rows_optional=True)
     for t, c in candidates.items():
@@ -328,11 +333,14 @@ def _power(cal: Calibration) -> str:
     target = summary["power_target"]
     coarse = cal.arms if "annotation" not in cal.arms else cal.arms[cal.arms["annotation"] == "coarse"]
     n = int((coarse["T"] == chosen).sum()) if len(coarse) else 0
-    fine_sd = (f" (on fine labels: {_num(summary['paired_sd_fine'])})"
-               if summary.get("paired_sd_fine") is not None else "")
+    fine_sd = ""
+    if summary.get("paired_sd_fine") is not None:
+        fine_mde = summary.get("mde_fine_at", {}).get(str(n))
+        fine_sd = (f" (on fine labels: {_num(summary['paired_sd_fine'])}"
+                   + (f", so {n} seeds detect {_num(fine_mde)} there" if fine_mde is not None else "") + ")")
     needed = target["seeds_needed"]
     needed = ("— (no spread to size it by)" if needed is None or math.isnan(needed)
-              else f"{math.ceil(needed)} ({needed:.1f} rounded up)")
+              else f"{math.ceil(needed)} ({needed:.2f} rounded up)")
     mde = ", ".join(f"n = {k}: {_num(v)}" for k, v in sorted(summary["mde_at"].items(), key=lambda kv: int(kv[0])))
     return (f"<p><b>Seeds for the report</b>, from ARM − base on coarse labels at T = {chosen}, paired by seed over "
             f"{n} calibration seeds (only their spread is used; the mean gain chooses nothing): paired SD "
@@ -351,14 +359,19 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
 
     summary, chosen = cal.summary, cal.summary["chosen_T"]
     seeds = sorted({int(s) for frame in (cal.curves, cal.arms) if len(frame) for s in frame["seed"]})
-    intro = (f"<p><code>armlib calibrate</code> chose T on calibration seeds {', '.join(map(str, seeds))} "
+    history = summary.get("rule_history")
+    intro = (f"<p><code>armlib calibrate</code> {'chose' if chosen is not None else 'checks candidates for'} T on "
+             f"calibration seeds {', '.join(map(str, seeds))} "
              "(apart from the reporting seeds, so the scale is not tuned on its own test data) from the base "
              "model's learning curve and from whether ARM's learned weighting curve moves, never from ARM's gain. "
-             f"Rule, fixed before any of these runs: <i>{html.escape(str(summary['rule']))}</i>.</p>")
+             f"Rule, fixed before any of these runs: <i>{html.escape(str(summary['rule']))}</i>."
+             + (f" {html.escape(str(history))}" if history else "") + "</p>")
     parts = [head, intro]
-    parts.append(f"<p><b>Chosen T = {chosen}</b></p>" if chosen is not None else
-                 "<p class=bad>No candidate T met the criteria: this scale's T is not backed by the calibration.</p>")
     missing = summary.get("missing_runs", [])
+    parts.append(f"<p><b>Chosen T = {chosen}</b></p>" if chosen is not None else
+                 "<p class=bad>No T chosen: the calibration is incomplete (below), so this scale's T is not backed "
+                 "by it.</p>" if missing else
+                 "<p class=bad>No candidate T met the criteria: this scale's T is not backed by the calibration.</p>")
     if missing:
         parts.append(f"<p class=bad>Incomplete: {len(missing)} run(s) the rule needed have no record (the calibration "
                      "was cut off; <code>armlib calibrate --from-records</code> wrote these files from the records "
@@ -367,11 +380,11 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
     parts.append(_candidates_table(cal))
     parts.append("<p class=muted>ARM is trained at a T only when the base model's coarse cost there meets the "
                  "criterion, on fine labels only when it moved in every coarse-label seed there, and at no T after "
-                 "the chosen one (\"not run\").</p>")
+                 "the chosen one or after one left undecided (\"not run\"); \"cut off\": started, not finished."
+                 "</p>")
     unresolved = summary["unresolved_classes"]
     parts.append(f"<p><b>Unresolved classes</b> (IoU below {UNRESOLVED_IOU:g} in every learning-curve run, fine labels "
-                 "included), reported "
-                 "apart from mIoU: " + (html.escape(", ".join(map(str, unresolved))) if unresolved else "none")
+                 "included): " + (html.escape(", ".join(map(str, unresolved))) if unresolved else "none")
                  + ". Each would add a constant 0 to every mean: a scale lists such classes in its config's "
                  "<code>unresolved_classes</code>, which leaves them out of mIoU; their IoU is still recorded and "
                  "<code>mIoU_all_classes</code> averages every class.</p>")
@@ -385,9 +398,8 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
     plots.plt.close(fig)   # render may run many times in one process (tests, reproduce): no open figures pile up
     parts.append(_figures(out_dir / "figures", CALIBRATION_FIGURE))
     parts.append("<h3>Did ARM learn? Its curve per calibration seed</h3>")
-    parts.append(_arms_table(cal.arms) + "<p class=muted>Base and ARM mIoU here are the scale's mIoU, which leaves "
-                 "out the classes its config listed as unresolved when these runs trained (the table above averages "
-                 "every class).</p>" if len(cal.arms) else
+    parts.append(_arms_table(cal.arms) + "<p class=muted>Base and ARM mIoU here leave out the unresolved classes "
+                 "above, as the report's mIoU does (the table above averages every class).</p>" if len(cal.arms) else
                  "<p class=muted>ARM was trained at no candidate T (no coarse cost met the criterion).</p>")
     parts.append(f"<p class=muted>From {CALIBRATION_DIR}/{SUMMARY_FILE}, {CURVE_FILE} and {ARM_FILE}.</p>")
     return "\n".join(parts)

@@ -165,7 +165,7 @@ def test_calibrate_trains_fine_labels_only_where_coarse_moved_and_stops_at_the_c
     def execute(runs, scale, data_root, jobs=None, desc=""):
         trained.append(desc)
 
-    def arm_table(runs, scale=None, data_root="data"):
+    def arm_table(runs, scale=None, data_root="data", unresolved=None):
         rows = [{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed,
                  "moved": coarse_moved[r.spec["iterations"]][r.seed - 100] if r.spec["annotation"] == "coarse"
                  else True, "base mIoU": 40.0, "ARM mIoU": 40.0 + (r.seed - 100)}
@@ -207,16 +207,19 @@ def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tm
     (tmp_path / "yes").write_text("{}")
     monkeypatch.setattr(calibration, "execute", lambda *a, **k: pytest.fail("from_records must train nothing"))
     monkeypatch.setattr(calibration, "curve_table", lambda runs: curves(points))
-    monkeypatch.setattr(calibration, "arm_table", lambda runs, scale=None, data_root="data": pd.DataFrame(
-        [{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed, "moved": r.seed == 100,
-          "base mIoU": 40.0, "ARM mIoU": 40.0} for r in runs if r.spec["reweight"] == "arm"],
-        columns=["T", "annotation", "seed", "moved", "base mIoU", "ARM mIoU"]))
+    def arm_table(runs, scale=None, data_root="data", unresolved=None):
+        return pd.DataFrame([{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed,
+                              "moved": r.seed == 100, "base mIoU": 40.0, "ARM mIoU": 40.0}
+                             for r in runs if r.spec["reweight"] == "arm"],
+                            columns=["T", "annotation", "seed", "moved", "base mIoU", "ARM mIoU"])
+
+    monkeypatch.setattr(calibration, "arm_table", arm_table)
     result = calibration.calibrate("smoke", iterations=(800, 1600, 3200), seeds=(100, 101), runs_dir=tmp_path,
                                    out_dir=tmp_path / "out", from_records=True)
     assert result["missing_runs"] == ["arm_coarse@1600 seed 101"]
     assert result["chosen_T"] is None
-    assert {t: c["arm_moved"] for t, c in result["candidates"].items()} == {"800": "1/2", "1600": "1/1",
-                                                                          "3200": "not run"}
+    assert {t: c["arm_moved"] for t, c in result["candidates"].items()} == {
+        "800": "1/2", "1600": "1/1 (cut off: 1 of 2 seed pairs finished)", "3200": "not run"}
     written = json.loads((tmp_path / "out" / calibration.SUMMARY_FILE).read_text())
     assert written["missing_runs"] == result["missing_runs"]
     have.discard(("coarse", 1600, "arm", 100))
@@ -255,3 +258,29 @@ def test_the_committed_gpu_records_still_give_the_committed_gpu_calibration(tmp_
                     f"({exc}); rerun the calibration on a GPU, or remove the partial one knowingly")
     for name in (calibration.SUMMARY_FILE, calibration.ARM_FILE, calibration.CURVE_FILE):
         assert (tmp_path / "out" / name).read_text() == (committed / name).read_text(), name
+
+
+def test_calibrate_goes_on_to_the_next_t_when_arm_stays_flat_on_fine_labels(tmp_path, monkeypatch):
+    from armlib import calibration
+
+    points = {800: (40.0, 36.0), 1600: (50.0, 44.0)}   # both costs ≥ 8 %
+    fine_moved = {800: [True, False], 1600: [True, True]}
+    trained = []
+
+    def arm_table(runs, scale=None, data_root="data", unresolved=None):
+        return pd.DataFrame([{"T": r.spec["iterations"], "annotation": r.spec["annotation"], "seed": r.seed,
+                              "moved": r.spec["annotation"] == "coarse"
+                              or fine_moved[r.spec["iterations"]][r.seed - 100],
+                              "base mIoU": 40.0, "ARM mIoU": 40.0 + r.seed % 2}
+                             for r in runs if r.spec["reweight"] == "arm"])
+
+    monkeypatch.setattr(calibration, "execute", lambda runs, scale, data_root, jobs=None, desc="": trained.append(desc))
+    monkeypatch.setattr(calibration, "curve_table", lambda runs: curves(points))
+    monkeypatch.setattr(calibration, "arm_table", arm_table)
+    result = calibration.calibrate("smoke", iterations=(800, 1600), seeds=(100, 101), runs_dir=tmp_path,
+                                   out_dir=tmp_path / "out")
+    assert trained == ["learning curve", "ARM on coarse labels at T=800", "ARM on fine labels at T=800",
+                       "ARM on coarse labels at T=1600", "ARM on fine labels at T=1600"]
+    assert result["chosen_T"] == 1600 and result["missing_runs"] == []
+    assert result["candidates"]["800"] == {"coarse_cost": pytest.approx(0.1), "arm_moved": "2/2",
+                                           "arm_moved_fine": "1/2"}

@@ -74,7 +74,7 @@ def test_the_page_shows_why_t_is_what_it_is(tmp_path):
     assert "2/3: ARM did not move in 1 seed(s)" in cal and "not run" in cal
     unresolved = re.search(r"Unresolved classes.*?</p>", cal, re.S).group(0)
     assert UNRESOLVED in unresolved
-    assert "paired SD 0.50" in cal and f"<b>{math.ceil(9.3)} (9.3 rounded up)</b>" in cal
+    assert "paired SD 0.50" in cal and f"<b>{math.ceil(9.3)} (9.30 rounded up)</b>" in cal
     assert "α = 0.01" in cal and "80 % power" in cal and "n = 5: 1.90, n = 10: 0.93" in cal
     assert cal.count("<span class=bad>no</span>") == 1 and cal.count("<td>yes</td>") == 5   # seed 101 at 1600
     assert "calibration seeds 100, 101, 102" in cal
@@ -134,7 +134,8 @@ def test_an_interrupted_calibration_says_which_runs_are_missing(tmp_path):
     write_calibration(tmp_path, summary=summary)
     cal = section(report.render(tmp_path).read_text())
     assert "<p class=bad>Incomplete: 1 run(s) the rule needed have no record" in cal
-    assert "arm_coarse@3200 seed 102" in cal and "No candidate T met the criteria" in cal
+    assert "arm_coarse@3200 seed 102" in cal and "No T chosen: the calibration is incomplete" in cal
+    assert "checks candidates for T" in cal and "No candidate T met the criteria" not in cal
     write_calibration(tmp_path, summary={**summary_json(), "missing_runs": []})
     assert "Incomplete" not in section(report.render(tmp_path).read_text())
 

@@ -183,3 +183,30 @@ def test_missing_real_data_is_named_before_any_run(tmp_path):
     for folder in ("leftImg8bit/train", "leftImg8bit/val", "gtCoarse/train", "gtFine/val"):
         (tmp_path / "cityscapes" / folder).mkdir(parents=True)
     ex.check_data(runs, paper, tmp_path)
+
+
+def test_signals_as_interrupts_raises_once_keeps_ignored_signals_and_restores_handlers():
+    import os
+    import signal
+    import time
+
+    from armlib.experiments import Interrupted, signals_as_interrupts
+
+    def mine(signum, frame):
+        pass
+
+    saved = signal.signal(signal.SIGTERM, mine), signal.signal(signal.SIGHUP, signal.SIG_IGN)   # SIGHUP as nohup
+    try:
+        with pytest.raises(Interrupted) as caught, signals_as_interrupts():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN   # still ignored: nohup is respected
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1.0)   # the handler runs between bytecodes; never reached
+            finally:   # the cleanup: a repeated signal must not interrupt it
+                assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert caught.value.signum == signal.SIGTERM and isinstance(caught.value, KeyboardInterrupt)
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGHUP, saved[1])

@@ -37,6 +37,13 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A shell starting `make test` in the background
+    (`cmd &`, nohup) leaves SIGINT ignored, and Python then never raises KeyboardInterrupt: the SIGINT kill point
+    would silently test nothing (seen: reproduce ran to the end, exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def reproduce(tmp: Path, data_root: Path, *extra) -> subprocess.CompletedProcess:
     proc = subprocess.run(command(tmp, data_root, *extra), env=env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,14 +122,9 @@ def test_an_interrupted_reproduce_reruns_to_the_same_results(point, tmp_path, da
     condition, sig = KILL_POINTS[point]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(command(tmp_path, data_root), env=env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     try:
         wait_for(lambda: condition(tmp_path), proc)
-        if point == "notebooks":   # meanwhile (the lock is held throughout) a second reproduce is refused
-            second = subprocess.run(command(tmp_path, data_root, "--out-dir", str(tmp_path / "out2")), env=env(),
-                                    capture_output=True, text=True, timeout=60)
-            assert second.returncode == 1 and "in use by armlib pid" in second.stderr, second.stderr
-            assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
         family = psutil.Process(proc.pid).children(recursive=True)
         os.kill(proc.pid, sig)   # the parent only: it must stop its children itself
         assert proc.wait(timeout=60) == 128 + sig
@@ -146,6 +148,24 @@ def test_an_interrupted_reproduce_reruns_to_the_same_results(point, tmp_path, da
         assert text.count("\n=== ") + text.startswith("=== ") >= 3   # attempt, stopped, attempt: appended
 
 
+def test_a_second_reproduce_on_a_busy_runs_folder_is_refused_in_one_line(tmp_path, data_root):
+    """The lock held by another process (here a stand-in holding it, so that no race with a finishing reproduce
+    decides the outcome: checked during a live reproduce's notebooks, it once found the lock already released)."""
+    runs = tmp_path / "runs" / "smoke"
+    runs.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from armlib.experiments import runs_lock\n"
+                               f"with runs_lock({str(runs)!r}):\n print('held', flush=True); time.sleep(120)"],
+                              env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(command(tmp_path, data_root), env=env(), capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 1 and f"in use by armlib pid {holder.pid}" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+
+
 def test_submitit_local_executor_gives_the_pool_results(tmp_path, data_root, reference):
     reproduce(tmp_path, data_root, "--executor", "submitit-local")
     assert (tmp_path / "runs" / "smoke" / ".submitit").is_dir()
@@ -159,7 +179,7 @@ def test_a_calibrate_stopped_by_sigterm_stops_its_runs(tmp_path, data_root):
     cmd = [sys.executable, "-m", "armlib", "calibrate", "--scale", "smoke", "--iterations", "60", "--seeds",
            "100,101", "--runs-dir", str(runs), "--data-root", str(data_root), "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     try:
         wait_for(lambda: any(runs.glob("smoke/calibration/*/train.log")), proc)
         family = psutil.Process(proc.pid).children(recursive=True)
