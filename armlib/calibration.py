@@ -251,8 +251,8 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
 
     With ``from_records`` nothing is trained: the files are written from the records already in ``runs_dir`` (a
     calibration cut off by a time limit, its records copied from another machine). The rule stops at the first T
-    whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete) and
-    marks "cut off" where no seed pair there is complete; no T is chosen.
+    whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete);
+    its cells say "cut off", with the count over the seed pairs that finished, if any; no T is chosen.
 
     Raises:
         ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds; with
