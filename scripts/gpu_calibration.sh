@@ -5,8 +5,9 @@
 #   OUT=<folder> SECONDS_CAP=<s> JOBS=<runs at once> scripts/gpu_calibration.sh
 #
 # Unpacks reports/gpu/calibration_runs.tar.gz into runs/ (the records of the calibration so far, beside whatever
-# runs/ holds: execute() reuses any run whose record exists), runs `armlib calibrate --scale gpu --iterations 750,1500,3000` for at most
-# SECONDS_CAP (default 540; SIGTERM stops its runs cleanly), then writes to OUT:
+# runs/ holds: execute() reuses any run whose record exists), runs
+# `armlib calibrate --scale gpu --iterations 750,1500,3000` for at most SECONDS_CAP (default 540; SIGTERM stops
+# its runs cleanly), then writes to OUT:
 #   calibration_runs.tar.gz   every finished run's record, log and ARM curve (no checkpoints, so a run cut off
 #                             mid-training starts again): commit it as reports/gpu/calibration_runs.tar.gz
 #   calibration/              the three files when calibrate finished (commit them as reports/gpu/calibration/);
