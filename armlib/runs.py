@@ -36,15 +36,22 @@ TRAINING_CODE_VERSION = 2
 NOT_IN_KEY = ("device", "threads", "quiet", "log_every", "curve_every", "checkpoint_every", "num_workers",
               "data_root")
 
+# Fields added to TrainConfig after runs were committed, each with the default that reproduces the committed
+# behaviour bit for bit. At that default a field is left out of the key, so adding an opt-in field keeps every
+# committed run (and its checkpoint) valid; set to anything else it enters the key like any other field.
+# tests/test_runs.py checks that a committed record still maps to its folder's key.
+OPT_IN_FIELDS: dict[str, object] = {}
+
 
 def run_key(config: dict, length: int = 10) -> str:
     """Hex digest naming a run by content: the resolved config (``TrainConfig.to_dict()``, seed included)
-    less :data:`NOT_IN_KEY`, and :data:`TRAINING_CODE_VERSION`.
+    less :data:`NOT_IN_KEY` and the :data:`OPT_IN_FIELDS` at their default, and :data:`TRAINING_CODE_VERSION`.
 
     ``data_root`` is left out for synthetic data (the generator's settings, which are in the config, fix the
     data wherever it lies) and kept for real datasets (another folder may hold another copy).
     """
-    fields = {k: v for k, v in config.items() if k not in NOT_IN_KEY}
+    fields = {k: v for k, v in config.items()
+              if k not in NOT_IN_KEY and not (k in OPT_IN_FIELDS and v == OPT_IN_FIELDS[k])}
     if config.get("dataset", "synth") != "synth":
         fields["data_root"] = str(config.get("data_root"))
     blob = json.dumps({"config": fields, "code": TRAINING_CODE_VERSION}, sort_keys=True, default=str)

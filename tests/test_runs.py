@@ -49,3 +49,20 @@ def test_the_fingerprint_sees_code_but_not_comments(tmp_path, monkeypatch):
     other = "def f(x):\n    return x + 2\n"
     dump = lambda s: ast.dump(_without_docstrings(ast.parse(s)))  # noqa: E731
     assert dump(source) == dump(same) and dump(source) != dump(other)
+
+
+def test_an_opt_in_field_at_its_default_keeps_the_key_and_changes_it_otherwise(monkeypatch):
+    from armlib import runs
+    from armlib.config import TrainConfig
+    committed = TrainConfig().to_dict()
+    monkeypatch.setattr(runs, "OPT_IN_FIELDS", {"new_field": False})
+    assert runs.run_key({**committed, "new_field": False}) == runs.run_key(committed)
+    assert runs.run_key({**committed, "new_field": True}) != runs.run_key(committed)
+
+
+def test_every_opt_in_field_is_a_config_field_with_that_default():
+    from armlib import runs
+    from armlib.config import TrainConfig
+    defaults = TrainConfig().to_dict()
+    for name, default in runs.OPT_IN_FIELDS.items():
+        assert name in defaults and defaults[name] == default, name
