@@ -29,7 +29,7 @@ from armlib.evaluation import evaluate_model
 from armlib.losses import IGNORE_INDEX, cross_entropy_map
 from armlib.paths import resolve
 from armlib.runs import CHECKPOINT
-from armlib.train import ModelFn, build_criterion, build_model_for
+from armlib.training.step import ModelFn, build_criterion, build_model_for
 
 LOW_VARIANCE_QUANTILE = 0.05   # Fig. 4 paints "low-variance pixels": we take the lowest 5 % of v
 BOUNDARY_BAND_PX = 2           # a pixel within 2 px of a class change counts as "on a boundary"

@@ -42,7 +42,7 @@ from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, s
 from armlib.experiments import Run, execute, experiment_id, run_config, signals_as_interrupts
 from armlib.metrics import reported_metrics
 from armlib.runs import CURVES
-from armlib.train import build_criterion
+from armlib.training.step import build_criterion
 from armlib.parameters import parse_seeds
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.sections import ARM_ROW, get_scale, row

@@ -8,12 +8,12 @@ from armlib.runs import TRAINING_CODE_VERSION
 
 PACKAGE = Path(armlib.__file__).parent
 # The code between a config and a result: trainer, losses, ARM, models, data generator and loading, evaluation.
-TRAINING_CODE = ("train.py", "losses.py", "arm.py", "fused.py", "confidence.py", "schedule.py", "evaluation.py",
+TRAINING_CODE = ("train.py", "training/*.py", "losses.py", "arm.py", "fused.py", "confidence.py", "schedule.py", "evaluation.py",
                  "metrics.py", "models/*.py", "data/scenes.py", "data/synth.py", "data/coarse.py", "data/geometry.py",
                  "data/labels.py", "data/transforms.py", "data/loading.py", "data/cityscapes.py", "data/folder.py",
                  "data/ade20k.py")
 # TRAINING_CODE_VERSION → fingerprint of TRAINING_CODE at that version.
-FINGERPRINTS = {1: "13ea0250371095f4", 2: "5a25eec596529748"}
+FINGERPRINTS = {1: "13ea0250371095f4", 2: "241619426275bf1f"}
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import armlib.train as train_mod
+import armlib.training.step as step_mod
 from armlib.arm import adversarial_sgd
 from armlib.cli import main as cli_main
 from armlib.config import TrainConfig, load_config
@@ -19,6 +20,7 @@ from armlib.analysis import evaluate_run, iterate_predictions, load_run
 from armlib.data.loading import prepare_data
 from armlib.runs import CHECKPOINT
 from armlib.train import build_criterion, compute_loss, train
+from armlib.training.distributed import Ranks
 
 C = 10  # the synthetic scenes' own class set (armlib.data.loading.class_names)
 
@@ -236,7 +238,7 @@ def test_same_seed_same_run_and_resume_is_bit_identical(data_root, tmp_path, mon
     assert same(resumed["metrics"], first["metrics"]) and resumed["sessions"] == 2
 
     # killed at iteration 7, after the checkpoint of iteration 4: resume redoes 5..7 identically
-    real = train_mod.compute_loss
+    real = step_mod.compute_loss
     calls = {"n": 0}
 
     def crash(*args, **kwargs):
@@ -245,10 +247,10 @@ def test_same_seed_same_run_and_resume_is_bit_identical(data_root, tmp_path, mon
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "compute_loss", crash)
+    monkeypatch.setattr(step_mod, "compute_loss", crash)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "d")
-    monkeypatch.setattr(train_mod, "compute_loss", real)
+    monkeypatch.setattr(step_mod, "compute_loss", real)
     assert torch.load(tmp_path / "d" / CHECKPOINT, weights_only=True)["iteration"] == 4
     train(cfg, tmp_path / "d", resume=True)
     assert_identical(straight, model_state(tmp_path / "d"))
@@ -346,8 +348,7 @@ def test_run_folder_and_resume_guards(data_root, tmp_path):
     with pytest.raises(ValueError, match="base_lr"):
         train(cfg.replace(base_lr=0.1), tmp_path / "run", resume=True, model_fn=lambda c, k: StandIn(k))
     with pytest.raises(ValueError, match="divisible"):  # the global batch over 2 ranks (rank count simulated)
-        train_mod._train(cfg.replace(batch_size=3), tmp_path / "odd", False, None, None, rank=0, world=2,
-                         local_rank=0, started=0.0)
+        train_mod.set_up(cfg.replace(batch_size=3), tmp_path / "odd", False, Ranks(world=2))
 
 
 @pytest.mark.parametrize("dataset, layout", [("cityscapes", "leftImg8bit"), ("ade20k", "ADEChallengeData2016")])
