@@ -16,6 +16,10 @@ model. Method:
   step's shape: ``bench_step.loss_path``), as the median of paired differences over the CE step's median;
 - peak memory: ``torch.cuda.max_memory_allocated`` over one step of each variant; ARM's extra is the difference to
   the CE step's;
+- the trainer's own step at the gpu scale's shape (``configs/gpu.yaml``: armlib's DeepLabV3+ R101, 128×256, batch
+  8) through ``armlib.train.train_one_step``, base vs ARM, paired the same way: what an ARM run pays per step in
+  training, its per-step diagnostics (ARM's gradient norm, the spread of v) included. Under the H200's load an ARM
+  run trained 20 % fewer images/s than a base run (BENCHMARKS.md); this row says how much of that an idle GPU shows;
 - when a variant misses the target, a ``torch.profiler`` trace (Chrome format) and the op tables of it and of the CE
   step are packed into ``bench_gpu_loss_profile.tar.gz`` in ``--trace-dir`` (default ``$OUT`` where set, else
   ``runs/bench_gpu_loss``): where the time goes, for the fix.
@@ -61,6 +65,7 @@ TRACE_NAME = "bench_gpu_loss_profile.tar.gz"
 
 FULL = dict(batch=8, height=512, width=1024, rounds=30, warmup=5, loss_steps=50, encoder="resnet101")
 TINY = dict(batch=2, height=64, width=128, rounds=3, warmup=1, loss_steps=3, encoder="resnet18")
+GPU_CONFIG = ROOT / "configs" / "gpu.yaml"   # the trainer-step rows: the gpu scale's model, crop and batch
 PROFILE_STEPS = 2   # steps per variant in the trace: one step of R101 is thousands of kernels, the trace stays small
 
 
@@ -89,6 +94,41 @@ def step_fn(model, optimizer, loss_fn, x, y, amp: bool):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)   # between steps only parameters and momenta stay resident
     return step
+
+
+def trainer_steps(args, device: torch.device) -> dict:
+    """{"trainer_base", "trainer_arm"}: one ``armlib.train.train_one_step`` each, on the gpu scale's config (its
+    model, crop and batch; tiny: ``deeplabv3plus_tiny``, batch 2), built as ``armlib.train.train`` builds them."""
+    import contextlib
+
+    from armlib.config import load_config
+    from armlib.data.loading import class_names
+    from armlib.train import build_criterion, build_model_for, train_one_step
+
+    tiny = ["model=deeplabv3plus_tiny", "batch_size=2"] if args.tiny else []
+    steps = {}
+    for name, reweight in (("trainer_base", "none"), ("trainer_arm", "arm")):
+        cfg = load_config(GPU_CONFIG, [f"reweight={reweight}", *tiny])
+        classes = len(class_names(cfg))
+        torch.manual_seed(cfg.seed)
+        model = build_model_for(cfg, classes).to(device).train()
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        criterion = build_criterion(cfg)
+        arm_params = list(criterion.weight_fn.to(device).parameters()) if criterion is not None else []
+        optimizer = adversarial_sgd(model.parameters(), arm_params, lr=cfg.base_lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, **({"fused": True} if device.type == "cuda" else {}))
+        generator = torch.Generator().manual_seed(0)
+        x, y = bench_step.make_batch(argparse.Namespace(batch=cfg.batch_size, height=cfg.crop_size[0],
+                                                        width=cfg.crop_size[1], classes=classes,
+                                                        channels_last=args.channels_last), device, generator)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.amp else contextlib.nullcontext())
+
+        def step(model=model, criterion=criterion, optimizer=optimizer, x=x, y=y, cfg=cfg, autocast=autocast,
+                 arm_params=arm_params) -> None:
+            train_one_step(model, criterion, optimizer, x, y, cfg, autocast=autocast, arm_params=arm_params)
+        steps[name] = step
+    return steps
 
 
 def paired(times: list[float], base: list[float]) -> dict:
@@ -153,6 +193,7 @@ def run(argv: list[str] | None = None) -> tuple[dict | None, Path | None]:
     x, y = bench_step.make_batch(args, device, generator)
     model, optimizer, losses = build(args, device)
     steps = {name: step_fn(model, optimizer, loss, x, y, args.amp) for name, loss in losses.items()}
+    steps.update(trainer_steps(args, device) if args.trainer else {})
     print(f"[bench_gpu_loss] {info['name']} torch {info['torch']} smp DeepLabV3+ {args.encoder} OS 16, batch "
           f"{args.batch} {args.height}×{args.width}, {len(steps)} variants × {args.rounds} rounds "
           f"(+{args.warmup} warm-up)", flush=True)
@@ -173,7 +214,10 @@ def run(argv: list[str] | None = None) -> tuple[dict | None, Path | None]:
     missed = []
     for name in steps:
         entry = {**summary(times[name]), "peak_gib": peaks[name]}
-        if name != "ce":
+        if name == "trainer_arm":
+            extra_gib = None if peaks[name] is None else peaks[name] - peaks["trainer_base"]
+            entry.update(paired(times[name], times["trainer_base"]), extra_peak_gib=extra_gib)
+        elif name not in ("ce", "trainer_base"):
             diffs = [a - b for a, b in zip(loss[name]["times_ms"], loss["ce"]["times_ms"])]
             extra_gib = None if peaks[name] is None else peaks[name] - peaks["ce"]
             entry.update(paired(times[name], times["ce"]), extra_peak_gib=extra_gib,
@@ -199,7 +243,10 @@ def run(argv: list[str] | None = None) -> tuple[dict | None, Path | None]:
                      "warmup": args.warmup, "loss_steps": args.loss_steps, "tiny": args.tiny,
                      "precision": "bf16 autocast" if args.amp else "float32", "channels_last": args.channels_last,
                      "optimizer": "SGD momentum 0.9 wd 1e-4" + (" fused" if device.type == "cuda" else ""),
-                     "compile": args.compile},
+                     "compile": args.compile,
+                     "trainer": f"armlib.train.train_one_step on {GPU_CONFIG.relative_to(ROOT)}"
+                                + (" with model=deeplabv3plus_tiny batch_size=2" if args.tiny else "")
+                                if args.trainer else None},
         "target": {"overhead_pct": args.target_pct, "extra_peak_gib": args.target_gib},
         "variants": variants,
         "loss_path": loss,
@@ -234,8 +281,11 @@ def render(result: dict) -> str:
              f"ARM/CE pairs. `{result['command']}`", "",
              "| loss | step ms (q1–q3) | ARM/CE per round (q1–q3) | ARM's cost, step | ARM's cost, loss path | "
              "peak GiB | extra peak GiB | target |", "|---|---|---|---|---|---|---|---|"]
+    trainer = {n: e for n, e in result["variants"].items() if n.startswith("trainer_")}
     for name, e in result["variants"].items():
         step = f"{_fmt(e['median_ms'], '.2f')} ({_fmt(e['q1_ms'], '.2f')}–{_fmt(e['q3_ms'], '.2f')})"
+        if name in trainer:
+            continue
         if name == "ce":
             lines.append(f"| {name} | {step} | – | – | – | {_fmt(e['peak_gib'], '.2f')} | – | – |")
             continue
@@ -243,6 +293,12 @@ def render(result: dict) -> str:
                      f"{e['overhead_pct']:+.2f} % | {e['loss_path_pct']:+.2f} % ({e['loss_path_extra_ms']:+.2f} ms) "
                      f"| {_fmt(e['peak_gib'], '.2f')} | {_fmt(e['extra_peak_gib'], '+.2f')} | "
                      f"{'met' if e['met'] else 'missed'} |")
+    if trainer:
+        base, arm = trainer["trainer_base"], trainer["trainer_arm"]
+        lines += ["", f"Trainer step ({s['trainer']}, base vs ARM, the same rounds): base {_fmt(base['median_ms'], '.2f')}"
+                      f" ms, ARM {_fmt(arm['median_ms'], '.2f')} ms, ARM/base per round {arm['ratio_median']:.4f} "
+                      f"({arm['ratio_q1']:.4f}–{arm['ratio_q3']:.4f}): {arm['overhead_pct']:+.2f} %, extra peak "
+                      f"{_fmt(arm['extra_peak_gib'], '+.2f')} GiB."]
     verdict = "met" if result["met"] else "missed"
     lines += ["", f"**Target ≤ {target['overhead_pct']:g} % of the step and ≤ {target['extra_peak_gib']:g} GiB "
                   f"(fused paths): {verdict}.**" + (f" Profile: `{result['profile']['file']}` "
@@ -274,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=19)
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out FusedARMLoss(compile=True) (its compilation takes minutes on a CPU)")
+    p.add_argument("--no-trainer", dest="trainer", action="store_false",
+                   help="leave out the trainer-step rows (armlib.train.train_one_step at the gpu scale's shape)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--target-pct", type=float, default=TARGET_PCT, help="ARM's allowed cost, %% of the CE step")
     p.add_argument("--target-gib", type=float, default=TARGET_GIB, help="ARM's allowed extra peak memory, GiB")

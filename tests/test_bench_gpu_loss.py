@@ -41,17 +41,19 @@ def test_every_variant_timed_in_paired_rounds(tiny_run, bench):
     result, path, _, _ = tiny_run
     assert json.loads(path.read_text()) == result and result["schema"] == bench.SCHEMA
     assert path.parent.name == "results" and not list(path.parent.glob("*.tmp"))
-    assert set(result["variants"]) == {"ce", "arm_ref", "arm_fused"}
+    assert set(result["variants"]) == {"ce", "arm_ref", "arm_fused", "trainer_base", "trainer_arm"}
     rounds = bench.TINY["rounds"]
     for name, e in result["variants"].items():
         assert e["n"] == rounds and len(e["times_ms"]) == rounds
         assert e["peak_gib"] is None                                  # CPU: no allocator statistics
-        if name != "ce":
-            ratios = [t / b for t, b in zip(e["times_ms"], result["variants"]["ce"]["times_ms"])]
+        if name not in ("ce", "trainer_base"):
+            base = result["variants"]["trainer_base" if name == "trainer_arm" else "ce"]
+            ratios = [t / b for t, b in zip(e["times_ms"], base["times_ms"])]
             assert e["ratio_q1"] <= e["ratio_median"] <= e["ratio_q3"]
             assert min(ratios) - 1e-3 <= e["ratio_median"] <= max(ratios) + 1e-3   # times_ms are rounded
             assert e["overhead_pct"] == pytest.approx(100 * (e["ratio_median"] - 1))
-            assert e["extra_peak_gib"] is None and e["met"] is False
+            assert e["extra_peak_gib"] is None
+            assert e.get("met", False) is False                        # the trainer row has no target of its own
     assert set(result["loss_path"]) >= {"ce", "arm_ref", "arm_fused"}
     assert result["loss_path"]["ce"]["n"] == bench.TINY["loss_steps"]
 
@@ -85,6 +87,7 @@ def test_render_shows_a_gpu_record(tiny_run, bench, tmp_path):
     bench.run(["--render", "--results-dir", str(tmp_path), "--markdown", str(md)])
     text = md.read_text()
     assert "### NVIDIA H200" in text and "| arm_fused |" in text and "missed" in text
+    assert "Trainer step (armlib.train.train_one_step on configs/gpu.yaml" in text and "| trainer_" not in text
 
 
 def test_skipped_with_one_line_without_cuda(bench, capsys, monkeypatch):

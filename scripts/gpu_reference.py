@@ -1,0 +1,229 @@
+"""One chunk of a scale's reference (`armlib reproduce --scale gpu`'s runs and sections) on a lent GPU machine:
+resumable from committed records, within a time cap, without papermill (the device's python has none).
+
+    PYTHONPATH=. python3 scripts/gpu_reference.py --seconds 300 --out "$OUT"       # scripts/gpu_session.sh runs this
+
+In order:
+
+1. unpacks ``reports/<scale>/reference_runs.tar.gz`` (the records committed after earlier chunks) into the runs
+   folder, keeping what it already holds;
+2. with ``--require-calibration`` (the session script passes it), stops (exit 3, one line) while the scale's
+   committed calibration is incomplete or its config does not train at the chosen T with the calibration's
+   unresolved classes: runs trained before would be orphaned when the config changes (both enter the run key);
+3. trains the runs the report's sections need (the plan of ``armlib reproduce``) until ``--seconds`` have passed,
+   then stops them cleanly (SIGTERM, as a time limit would): first the runs whose records alone make their sections
+   (Tables 1–5, the noise sweep), then, together, the runs whose *checkpoints* the figure sections and Table 6 read
+   (:data:`CHECKPOINT_SECTIONS`). Checkpoints cannot come back from the machine (hundreds of MB each), so those
+   sections must run in the chunk that trained those runs;
+4. when every run has its record and those checkpoints are here, runs every section notebook's code cells in this
+   process, with papermill's parameters (no papermill), into ``--sections-dir``: ``results/`` and ``figures/``, from
+   which ``armlib report --out-dir reports/<scale>`` renders the report on the CPU;
+5. packs every finished run's folder (records, logs, curves, Table 6's ``tta.json``; no checkpoints) into
+   ``<out>/reference_runs.tar.gz``, and the sections' files into ``<out>/reference_sections.tar.gz``. A run whose
+   checkpoint a section reads is packed only once the sections were made from it: a later chunk then trains it
+   again instead of finding a record without the checkpoint the sections need.
+
+Exit status: 0 every run and section done; 2 cut off by the time cap or the deadline with runs left (the next chunk
+resumes); 3 waiting for the calibration (step 2); 1 an error or failed runs (their logs are packed too).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from armlib import calibration, experiments, reproduce, tables  # noqa: E402
+from armlib.config import load_config  # noqa: E402
+from armlib.paths import resolve  # noqa: E402
+from armlib.runs import CHECKPOINT, RECORD  # noqa: E402
+from armlib.sections import get_scale  # noqa: E402
+
+RUNS_ARCHIVE, SECTIONS_ARCHIVE = "reference_runs.tar.gz", "reference_sections.tar.gz"
+ARCHIVE_PREFIX = "runs/"   # run folders are archived as runs/<scale>/<run>/, wherever --runs-dir lies
+DONE, CUT, WAITING, FAILED = 0, 2, 3, 1
+# Sections that reload a trained model from its checkpoint (armlib.analysis.load_run through tables._pixels or
+# tables.tta_metrics) rather than reading records: Figs. 2, 4, 5 and the Hölder fit analyse the base model, the
+# learned-curve section ARM's runs of Table 2, Table 6 evaluates its runs with test-time augmentation.
+# tests/test_gpu_session.py checks this list against the functions the notebooks call.
+CHECKPOINT_SECTIONS = ("variance_maps", "loss_vs_variance", "holder", "confidence_quadrants", "learned_curve",
+                       "table6")
+
+
+def committed_archive(scale: str) -> Path:
+    return ROOT / "reports" / scale / RUNS_ARCHIVE
+
+
+def calibration_gate(scale: str) -> str | None:
+    """Why the scale's reference must not be trained yet (one line), or None when its calibration is complete and
+    its config trains at the chosen T with the calibration's unresolved classes."""
+    path = calibration.committed_dir(scale) / "calibration.json"
+    if not path.exists():
+        return f"{path.relative_to(ROOT)} does not exist: calibrate the scale first (scripts/gpu_calibration.sh)"
+    cal = json.loads(path.read_text())
+    if cal.get("missing_runs") or cal.get("chosen_T") is None:
+        return (f"the calibration in {path.parent.relative_to(ROOT)} is incomplete (chosen_T "
+                f"{cal.get('chosen_T')}, {len(cal.get('missing_runs') or [])} run(s) missing): resume it first")
+    cfg = load_config(get_scale(scale).config_for({}))
+    if cfg.iterations != cal["chosen_T"]:
+        return f"the config trains {cfg.iterations} iterations, the calibration chose T = {cal['chosen_T']}: set it"
+    if sorted(cfg.unresolved_classes) != sorted(cal.get("unresolved_classes") or []):
+        return (f"the config's unresolved_classes {list(cfg.unresolved_classes)} are not the calibration's "
+                f"{cal.get('unresolved_classes')}: set them")
+    return None
+
+
+def plan(scale: str, keys: list[str], runs_dir: str, data_root: str) -> tuple[list, list]:
+    """(runs whose records suffice, runs whose checkpoints a section reads) of sections ``keys``, each run once."""
+    sc = get_scale(scale)
+    every = experiments.plan_sections(keys, sc, runs_dir, None, data_root)
+    readers = [k for k in keys if k in CHECKPOINT_SECTIONS]
+    read = {str(r.out) for r in experiments.plan_sections(readers, sc, runs_dir, None, data_root)}
+    return [r for r in every if str(r.out) not in read], [r for r in every if str(r.out) in read]
+
+
+def unpack(archive: Path, runs_dir: Path) -> int:
+    """Extract ``archive`` (paths ``runs/<scale>/<run>/<file>``, as :func:`pack` writes them and as committed) into
+    ``runs_dir``, keeping files that exist there (like ``tar --skip-old-files``); returns how many run records it
+    holds."""
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for m in members:
+            if not m.name.startswith(ARCHIVE_PREFIX):
+                raise ValueError(f"{archive}: {m.name} does not start with {ARCHIVE_PREFIX}")
+            m.name = m.name[len(ARCHIVE_PREFIX):]
+        tar.extractall(runs_dir, members=[m for m in members if not (runs_dir / m.name).exists()], filter="data")
+        return sum(Path(m.name).name == RECORD for m in members)
+
+
+def pack(folders: list[Path], archive: Path, root: Path, prefix: str = "") -> None:
+    """Every file of ``folders`` but checkpoints into ``archive`` (written atomically), named ``prefix`` + its path
+    relative to ``root``."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for folder in sorted(folders):
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and path.name != CHECKPOINT and not path.name.endswith(".tmp"):
+                    tar.add(path, arcname=prefix + str(path.relative_to(root)))
+    os.replace(tmp, archive)
+
+
+def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out_dir: Path, device: str,
+                 jobs: int | None) -> None:
+    """Every section notebook's code cells in this process, with the parameters papermill would inject (the
+    notebooks hold no logic: each calls armlib.tables and armlib.plots), then what ``reproduce`` writes beside."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    params = {"scale": scale, "seeds": None, "data_root": data_root, "device": device, "out_dir": str(out_dir),
+              "runs_dir": runs_dir, "jobs": jobs}
+    sc = get_scale(scale)
+    calibration.attach(scale, out_dir)
+    tables.write_training_meta(experiments.plan_sections(keys, sc, runs_dir, None, data_root), scale, out_dir)
+    for key in keys:
+        path = reproduce.notebook_path(key)
+        namespace: dict = {"__name__": "__main__"}
+        started = time.perf_counter()
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                exec(compile("".join(cell["source"]), str(path), "exec"), namespace)
+                if "parameters" in cell.get("metadata", {}).get("tags", []):
+                    namespace.update(params)
+        print(f"section {key}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def chunk(args) -> int:
+    """One chunk (module docstring); returns the exit status."""
+    runs_dir = resolve(args.runs_dir)
+    reused = unpack(args.archive, runs_dir) if args.archive.exists() else 0
+    print(f"reference: {reused} finished run(s) unpacked from {args.archive}", flush=True)
+    if args.require_calibration and (reason := calibration_gate(args.scale)):
+        print(f"reference: not started: {reason}", flush=True)
+        return WAITING
+    first, last = plan(args.scale, args.only, args.runs_dir, args.data_root)
+    if all(r.record_path.exists() for r in first + last):
+        print(f"reference: all {len(first) + len(last)} runs finished already; their sections were written by the "
+              "chunk that trained them", flush=True)
+        return DONE
+    if any(r.record_path.exists() and not (r.out / CHECKPOINT).exists() for r in last):
+        print("reference: error: a run whose checkpoint a section reads has a record but no checkpoint, while other "
+              "runs are missing; pack such runs only with their sections (see --help)", flush=True)
+        return FAILED
+    sc = get_scale(args.scale)
+    status, sections_done = CUT, False
+    # The cap's SIGTERM goes through experiments.signals_as_interrupts: every training run is stopped cleanly.
+    timer = threading.Timer(args.seconds, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
+    try:
+        with experiments.signals_as_interrupts():
+            experiments.execute(first, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+                                desc="reference runs (records suffice)")
+            experiments.execute(last, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+                                desc="reference runs (checkpoints read)")
+            run_sections(args.scale, args.only, args.runs_dir, args.data_root, args.sections_dir, args.device,
+                         args.jobs)
+            status, sections_done = DONE, True
+    except KeyboardInterrupt as exc:
+        print(f"reference: cut off ({exc.args[0] if exc.args else 'SIGINT'}: the {args.seconds:g} s cap, or the "
+              "machine's end); the next chunk resumes from the packed records", flush=True)
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        print(f"reference: error: {exc}", flush=True)
+        status = FAILED
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a late cap must not cut the packing short
+        read = {str(r.out) for r in last}
+        finished = [r.out for r in first + last if r.record_path.exists() and (sections_done or str(r.out) not in read)]
+        pack(finished, args.out / RUNS_ARCHIVE, runs_dir, ARCHIVE_PREFIX)
+        print(f"reference: {len(finished)} of {len(first) + len(last)} run(s) finished, packed into "
+              f"{args.out / RUNS_ARCHIVE}: commit it as {committed_archive(args.scale).relative_to(ROOT)}", flush=True)
+        if sections_done:
+            pack([args.sections_dir / "results", args.sections_dir / "figures"], args.out / SECTIONS_ARCHIVE,
+                 args.sections_dir)
+            print(f"reference: every section written; {args.out / SECTIONS_ARCHIVE} holds results/ and figures/ "
+                  f"(unpack into reports/{args.scale}/, then `armlib report --out-dir reports/{args.scale}`)",
+                  flush=True)
+    return status
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", default="gpu")
+    p.add_argument("--only", nargs="+", metavar="SECTION", default=None,
+                   help=f"these sections and their runs only (default every one: {' '.join(reproduce.NOTEBOOKS)})")
+    p.add_argument("--seconds", type=float, required=True, help="time cap of this chunk (training and sections)")
+    p.add_argument("--out", type=Path, required=True, help="where the archives go ($OUT on the GPU machine)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--sections-dir", type=Path, default=None,
+                   help="results/ and figures/ of the sections (default <runs-dir>/<scale>_sections)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--jobs", type=int, default=None, help="training runs at once (default: the scale's)")
+    p.add_argument("--require-calibration", action="store_true",
+                   help="train nothing while the scale's committed calibration is incomplete or not applied")
+    p.add_argument("--archive", type=Path, default=None,
+                   help="records of earlier chunks to resume from (default reports/<scale>/reference_runs.tar.gz)")
+    args = p.parse_args(argv)
+    if args.seconds <= 0:
+        p.error("--seconds must be > 0")
+    if args.sections_dir is None:
+        args.sections_dir = resolve(args.runs_dir) / f"{args.scale}_sections"
+    args.sections_dir = args.sections_dir.resolve()
+    args.archive = args.archive or committed_archive(args.scale)
+    try:
+        args.only = reproduce.select(args.only)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(chunk(parse_args()))
