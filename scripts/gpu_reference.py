@@ -11,17 +11,23 @@ In order:
    committed calibration is incomplete or its config does not train at the chosen T with the calibration's
    unresolved classes: runs trained before would be orphaned when the config changes (both enter the run key);
 3. trains the runs the report's sections need (the plan of ``armlib reproduce``) until ``--seconds`` have passed,
-   then stops them cleanly (SIGTERM, as a time limit would): first the runs whose records alone make their sections
-   (Tables 1–5, the noise sweep), then, together, the runs whose *checkpoints* the figure sections and Table 6 read
-   (:data:`CHECKPOINT_SECTIONS`). Checkpoints cannot come back from the machine (hundreds of MB each), so those
-   sections must run in the chunk that trained those runs;
+   then stops them cleanly (SIGTERM, as a time limit would), in three groups (:func:`plan`). Checkpoints cannot
+   come back from the machine (hundreds of MB each), so whatever a section reads from a checkpoint is made in the
+   chunk that trained the run:
+
+   - the runs whose records alone make their sections (most of Tables 1–5, the noise sweep);
+   - Table 6's other runs, each followed by its test-time-augmentation evaluation, which ``tables.tta_metrics``
+     caches in the run's ``tta.json`` (so Table 6 then needs no checkpoint);
+   - together, the runs whose checkpoints the figure sections read (:data:`CHECKPOINT_READS`: the base model of
+     Figs. 2, 4, 5 and the Hölder fit, ARM's runs of the learned-curve section);
 4. when every run has its record and those checkpoints are here, runs every section notebook's code cells in this
    process, with papermill's parameters (no papermill), into ``--sections-dir``: ``results/`` and ``figures/``, from
    which ``armlib report --out-dir reports/<scale>`` renders the report on the CPU;
-5. packs every finished run's folder (records, logs, curves, Table 6's ``tta.json``; no checkpoints) into
-   ``<out>/reference_runs.tar.gz``, and the sections' files into ``<out>/reference_sections.tar.gz``. A run whose
-   checkpoint a section reads is packed only once the sections were made from it: a later chunk then trains it
-   again instead of finding a record without the checkpoint the sections need.
+5. packs every finished run's folder (records, logs, curves, ``tta.json``; no checkpoints) into
+   ``<out>/reference_runs.tar.gz``, and the sections' files into ``<out>/reference_sections.tar.gz``. A run is
+   finished with its record, a Table 6 run with its ``tta.json`` too, and a run whose checkpoint a figure section
+   reads only once the sections were made from it: a later chunk trains any other run again rather than finding a
+   record without what its section needs.
 
 Exit status: 0 every run and section done; 2 cut off by the time cap or the deadline with runs left (the next chunk
 resumes); 3 waiting for the calibration (step 2); 1 an error or failed runs (their logs are packed too).
@@ -56,6 +62,11 @@ DONE, CUT, WAITING, FAILED = 0, 2, 3, 1
 # tests/test_gpu_session.py checks this list against the functions the notebooks call.
 CHECKPOINT_SECTIONS = ("variance_maps", "loss_vs_variance", "holder", "confidence_quadrants", "learned_curve",
                        "table6")
+TTA_SECTION = "table6"          # its checkpoint reads are cached per run (tta.json) right after training
+# The runs whose checkpoints the other sections read: (section, table, rows, first seed only).
+CHECKPOINT_READS = tuple((key, "table1", ("base",), True) for key in CHECKPOINT_SECTIONS[:4]) + (
+    ("learned_curve", "table2", ("norm_l2",), False),)
+TTA_FILE = "tta.json"
 
 
 def committed_archive(scale: str) -> Path:
@@ -81,13 +92,25 @@ def calibration_gate(scale: str) -> str | None:
     return None
 
 
-def plan(scale: str, keys: list[str], runs_dir: str, data_root: str) -> tuple[list, list]:
-    """(runs whose records suffice, runs whose checkpoints a section reads) of sections ``keys``, each run once."""
+def plan(scale: str, keys: list[str], runs_dir: str, data_root: str) -> tuple[list, list, list]:
+    """The runs of sections ``keys``, each once, in three groups: (records suffice, Table 6's runs evaluated with
+    test-time augmentation right after training, runs whose checkpoints a figure section reads)."""
     sc = get_scale(scale)
     every = experiments.plan_sections(keys, sc, runs_dir, None, data_root)
-    readers = [k for k in keys if k in CHECKPOINT_SECTIONS]
-    read = {str(r.out) for r in experiments.plan_sections(readers, sc, runs_dir, None, data_root)}
-    return [r for r in every if str(r.out) not in read], [r for r in every if str(r.out) in read]
+    read = {str(r.out) for key, table, rows, first_only in CHECKPOINT_READS if key in keys
+            for r in experiments.plan(table, sc, runs_dir, None, data_root, rows, first_only)}
+    tta = ({str(r.out) for r in experiments.plan(TTA_SECTION, sc, runs_dir, None, data_root)} - read
+           if TTA_SECTION in keys else set())
+    return ([r for r in every if str(r.out) not in read | tta], [r for r in every if str(r.out) in tta],
+            [r for r in every if str(r.out) in read])
+
+
+def finished(first: list, tta: list, last: list, sections_done: bool) -> list:
+    """The runs a chunk packs: with a record; Table 6's with its ``tta.json`` too; those whose checkpoint a figure
+    section reads only once the sections were made (module docstring, step 5)."""
+    return ([r for r in first if r.record_path.exists()]
+            + [r for r in tta if r.record_path.exists() and (r.out / TTA_FILE).exists()]
+            + [r for r in last if r.record_path.exists() and sections_done])
 
 
 def unpack(archive: Path, runs_dir: Path) -> int:
@@ -147,10 +170,11 @@ def chunk(args) -> int:
     if args.require_calibration and (reason := calibration_gate(args.scale)):
         print(f"reference: not started: {reason}", flush=True)
         return WAITING
-    first, last = plan(args.scale, args.only, args.runs_dir, args.data_root)
-    if all(r.record_path.exists() for r in first + last):
-        print(f"reference: all {len(first) + len(last)} runs finished already; their sections were written by the "
-              "chunk that trained them", flush=True)
+    first, tta, last = plan(args.scale, args.only, args.runs_dir, args.data_root)
+    runs = first + tta + last
+    if len(finished(first, tta, last, sections_done=True)) == len(runs):
+        print(f"reference: all {len(runs)} runs finished already; their sections were written by the chunk that "
+              "trained them", flush=True)
         return DONE
     if any(r.record_path.exists() and not (r.out / CHECKPOINT).exists() for r in last):
         print("reference: error: a run whose checkpoint a section reads has a record but no checkpoint, while other "
@@ -166,6 +190,10 @@ def chunk(args) -> int:
         with experiments.signals_as_interrupts():
             experiments.execute(first, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (records suffice)")
+            experiments.execute(tta, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+                                desc="reference runs (Table 6)")
+            for r in tta:   # cached in the run folder, so Table 6 needs no checkpoint of it later
+                tables.tta_metrics(r, sc, args.device)
             experiments.execute(last, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (checkpoints read)")
             run_sections(args.scale, args.only, args.runs_dir, args.data_root, args.sections_dir, args.device,
@@ -180,10 +208,9 @@ def chunk(args) -> int:
     finally:
         timer.cancel()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a late cap must not cut the packing short
-        read = {str(r.out) for r in last}
-        finished = [r.out for r in first + last if r.record_path.exists() and (sections_done or str(r.out) not in read)]
-        pack(finished, args.out / RUNS_ARCHIVE, runs_dir, ARCHIVE_PREFIX)
-        print(f"reference: {len(finished)} of {len(first) + len(last)} run(s) finished, packed into "
+        done = [r.out for r in finished(first, tta, last, sections_done)]
+        pack(done, args.out / RUNS_ARCHIVE, runs_dir, ARCHIVE_PREFIX)
+        print(f"reference: {len(done)} of {len(runs)} run(s) finished, packed into "
               f"{args.out / RUNS_ARCHIVE}: commit it as {committed_archive(args.scale).relative_to(ROOT)}", flush=True)
         if sections_done:
             pack([args.sections_dir / "results", args.sections_dir / "figures"], args.out / SECTIONS_ARCHIVE,

@@ -74,6 +74,50 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
         if (table == "table6") if fn == "reproduce_table" else _reaches_a_reader(getattr(tables, fn)):
             reading.add(key)
     assert reading == set(ref.CHECKPOINT_SECTIONS)
+    # Which runs' checkpoints: the figure sections' one need (the base model, first seed), the learned curve's
+    # ARM rows of Table 2 (it reads no checkpoint of Table 2's base rows), Table 6 every run (cached per run).
+    from armlib.sections import get_section
+    for key, table, rows, first_only in ref.CHECKPOINT_READS:
+        if key == "learned_curve":
+            assert f'r.row == "{rows[0]}"' in inspect.getsource(tables.learned_curve)
+        else:
+            (need,) = get_section(key).needs
+            assert (need.table, need.rows, need.first_seed_only) == (table, rows, first_only), key
+    assert {k for k, *_ in ref.CHECKPOINT_READS} | {ref.TTA_SECTION} == set(ref.CHECKPOINT_SECTIONS)
+    assert 'cache = run.out / "tta.json"' in inspect.getsource(tables.tta_metrics)   # what TTA_FILE names
+
+
+def test_the_gpu_plan_trains_tables_first_then_table_6_then_the_runs_whose_checkpoints_figures_read(ref):
+    from armlib import experiments, reproduce
+    from armlib.sections import get_scale
+
+    first, tta, last = ref.plan("gpu", list(reproduce.NOTEBOOKS), "runs", "data")
+    every = experiments.plan_sections(reproduce.NOTEBOOKS, get_scale("gpu"), "runs", None, "data")
+    assert sorted(str(r.out) for r in first + tta + last) == sorted(str(r.out) for r in every)   # each run once
+    # The base model at seed 0 (Figs. 2, 4, 5, the Hölder fit) and ARM's Table 2 runs at the five primary seeds
+    # (the learned curve); Table 6's base and ARM on coarse labels are among them, its other six runs are not.
+    assert sorted((r.out.name.split("-")[0], r.seed) for r in last) == [
+        ("deeplabv3plus_r101", 0)] + [("deeplabv3plus_r101_reweight", s) for s in range(5)]
+    assert len(tta) == 6 and all(r.seed == 0 for r in tta)
+    table6 = {str(r.out) for r in experiments.plan("table6", get_scale("gpu"), "runs", None, "data")}
+    assert {str(r.out) for r in tta} == table6 - {str(r.out) for r in last}
+
+
+def test_a_run_is_packed_when_what_its_section_needs_came_with_it(ref, tmp_path):
+    from armlib.experiments import Run
+
+    def run(name, *files):
+        r = Run(name, 0, {}, tmp_path / name)
+        r.out.mkdir()
+        for f in files:
+            (r.out / f).write_text("{}")
+        return r
+
+    first = [run("a", "record.json"), run("b")]
+    tta = [run("c", "record.json", "tta.json"), run("d", "record.json")]
+    last = [run("e", "record.json", "checkpoint.pt")]
+    assert [r.row for r in ref.finished(first, tta, last, sections_done=False)] == ["a", "c"]
+    assert [r.row for r in ref.finished(first, tta, last, sections_done=True)] == ["a", "c", "e"]
 
 
 # -- the calibration gate -------------------------------------------------------------------------------------
@@ -148,8 +192,8 @@ def test_chunks_pack_unpack_and_resume_without_retraining(ref, tmp_path):
     # B, a fresh machine: the records of a chunk cut after two of the three record-only runs. Those two are reused
     # (not retrained: the same bytes, extracted before B started), the rest is trained, and Fig. 5's section runs
     # from the base run's checkpoint of this chunk while Table 1 needs no checkpoint of the unpacked runs.
-    first, last = ref.plan("smoke", ONLY, str(tmp_path / "a" / "runs"), str(tmp_path / "data"))
-    assert len(first) == 3 and [r.row for r in last] == ["base"]
+    first, tta, last = ref.plan("smoke", ONLY, str(tmp_path / "a" / "runs"), str(tmp_path / "data"))
+    assert len(first) == 3 and not tta and [r.row for r in last] == ["base"]
     kept = {f"runs/smoke/{r.out.name}/record.json" for r in first[:2]}
     partial = tmp_path / "partial.tar.gz"
     with tarfile.open(tmp_path / "a" / "out" / ref.RUNS_ARCHIVE) as src, tarfile.open(partial, "w:gz") as dst:
