@@ -8,8 +8,8 @@ Why smp's network and not armlib's: it is the anchor a colleague measured on one
 straightforward ARM +7.4 % and +1.6 GiB), so the two records compare; ``benchmarks/bench_step.py`` times armlib's own
 model. Method:
 
-- every variant shares one model and one optimizer (ARM's parameters in the adversarial group), so the same
-  parameters step in each; rounds interleave the variants, in reversed order every other round, so clocks,
+- the loss variants share one model and one optimizer (ARM's parameters in the adversarial group), so the same
+  parameters step in each; rounds interleave every variant, in reversed order every other round, so clocks,
   thermals and the allocator's state hit them alike;
 - ARM's cost is the median over rounds of the paired ratio (ARM step / CE step of the same round), with its
   quartiles, and again from the loss path alone (forward + backward of each loss on one fixed logits tensor of the
@@ -20,7 +20,7 @@ model. Method:
   8) through ``armlib.train.train_one_step``, base vs ARM, paired the same way: what an ARM run pays per step in
   training, its per-step diagnostics (ARM's gradient norm, the spread of v) included. Under the H200's load an ARM
   run trained 20 % fewer images/s than a base run (BENCHMARKS.md); this row says how much of that an idle GPU shows;
-- when a variant misses the target, a ``torch.profiler`` trace (Chrome format) and the op tables of it and of the CE
+- when a fused variant misses the target, a ``torch.profiler`` trace (Chrome format) and the op tables of it and of the CE
   step are packed into ``bench_gpu_loss_profile.tar.gz`` in ``--trace-dir`` (default ``$OUT`` where set, else
   ``runs/bench_gpu_loss``): where the time goes, for the fix.
 
