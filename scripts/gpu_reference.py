@@ -73,15 +73,20 @@ def committed_archive(scale: str) -> Path:
     return ROOT / "reports" / scale / RUNS_ARCHIVE
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository where it lies inside it (messages)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def calibration_gate(scale: str) -> str | None:
     """Why the scale's reference must not be trained yet (one line), or None when its calibration is complete and
     its config trains at the chosen T with the calibration's unresolved classes."""
     path = calibration.committed_dir(scale) / "calibration.json"
     if not path.exists():
-        return f"{path.relative_to(ROOT)} does not exist: calibrate the scale first (scripts/gpu_calibration.sh)"
+        return f"{_shown(path)} does not exist: calibrate the scale first (scripts/gpu_calibration.sh)"
     cal = json.loads(path.read_text())
     if cal.get("missing_runs") or cal.get("chosen_T") is None:
-        return (f"the calibration in {path.parent.relative_to(ROOT)} is incomplete (chosen_T "
+        return (f"the calibration in {_shown(path.parent)} is incomplete (chosen_T "
                 f"{cal.get('chosen_T')}, {len(cal.get('missing_runs') or [])} run(s) missing): resume it first")
     cfg = load_config(get_scale(scale).config_for({}))
     if cfg.iterations != cal["chosen_T"]:
@@ -211,7 +216,7 @@ def chunk(args) -> int:
         done = [r.out for r in finished(first, tta, last, sections_done)]
         pack(done, args.out / RUNS_ARCHIVE, runs_dir, ARCHIVE_PREFIX)
         print(f"reference: {len(done)} of {len(runs)} run(s) finished, packed into "
-              f"{args.out / RUNS_ARCHIVE}: commit it as {committed_archive(args.scale).relative_to(ROOT)}", flush=True)
+              f"{args.out / RUNS_ARCHIVE}: commit it as {_shown(committed_archive(args.scale))}", flush=True)
         if sections_done:
             pack([args.sections_dir / "results", args.sections_dir / "figures"], args.out / SECTIONS_ARCHIVE,
                  args.sections_dir)

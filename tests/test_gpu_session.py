@@ -142,19 +142,10 @@ def test_the_gate_opens_when_the_config_uses_the_chosen_t_and_unresolved_classes
 
     cfg = load_config(get_scale("gpu").config_for({}))
     assert cfg.iterations == 1500 and cfg.unresolved_classes == ()   # what the cases above are written against
-    folder = ref.ROOT / "reports" / "gpu-gate-test" / "calibration"
-    monkeypatch.setattr(ref.calibration, "committed_dir", lambda scale: folder)
+    monkeypatch.setattr(ref.calibration, "committed_dir", lambda scale: tmp_path)
     if calibration is not None:
-        folder.mkdir(parents=True)
-    try:
-        if calibration is not None:
-            (folder / "calibration.json").write_text(json.dumps(calibration))
-        reason = ref.calibration_gate("gpu")
-    finally:
-        if calibration is not None:
-            (folder / "calibration.json").unlink()
-            folder.rmdir()
-            folder.parent.rmdir()
+        (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    reason = ref.calibration_gate("gpu")
     assert reason is None if expected is None else expected in reason
 
 
