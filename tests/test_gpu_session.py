@@ -1,7 +1,8 @@
 """The GPU session's scripts on the CPU (they run unchanged on the lent GPU machine): scripts/gpu_reference.py's
 chunks at smoke scale (records packed, unpacked, resumed, not retrained; a chunk cut by its cap stops its runs and
-packs what finished), its calibration gate and its list of sections that read checkpoints; scripts/gpu_session.sh's
-refusals. No timing asserts."""
+packs what finished), its plan, calibration gate and list of sections that read checkpoints; scripts/gpu_session.sh's
+order, files and refusals with stub pieces; the committed gpu records' keys and scripts/gpu_calibration.sh's call;
+scripts/gpu_seeds.py's sizing. No timing asserts."""
 import ast
 import importlib.util
 import inspect
@@ -21,12 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_reference.py"
 
 
-@pytest.fixture(scope="module")
-def ref():
-    spec = importlib.util.spec_from_file_location("gpu_reference", SCRIPT)
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load(SCRIPT)
 
 
 # -- which sections read checkpoints --------------------------------------------------------------------------
@@ -308,10 +313,7 @@ def test_gpu_calibration_sh_calls_calibrate_as_the_committed_calibration_ran(tmp
 
 @pytest.fixture(scope="module")
 def seeds_script():
-    spec = importlib.util.spec_from_file_location("gpu_seeds", ROOT / "scripts" / "gpu_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load(ROOT / "scripts" / "gpu_seeds.py")
 
 
 def test_seeds_wait_for_a_chosen_t(seeds_script, capsys):
