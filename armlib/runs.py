@@ -39,7 +39,7 @@ NOT_IN_KEY = ("device", "threads", "quiet", "log_every", "curve_every", "checkpo
 # Fields added to TrainConfig after runs were committed, each with the default that reproduces the committed
 # behaviour bit for bit. At that default a field is left out of the key, so adding an opt-in field keeps every
 # committed run (and its checkpoint) valid; set to anything else it enters the key like any other field.
-# tests/test_runs.py checks that a committed record still maps to its folder's key.
+# tests/test_gpu_session.py checks that every committed gpu record still maps to its folder's key.
 OPT_IN_FIELDS: dict[str, object] = {}
 
 
