@@ -40,7 +40,16 @@ NOT_IN_KEY = ("device", "threads", "quiet", "log_every", "curve_every", "checkpo
 # behaviour bit for bit. At that default a field is left out of the key, so adding an opt-in field keeps every
 # committed run (and its checkpoint) valid; set to anything else it enters the key like any other field.
 # tests/test_gpu_session.py checks that every committed gpu record still maps to its folder's key.
-OPT_IN_FIELDS: dict[str, object] = {}
+OPT_IN_FIELDS: dict[str, object] = {"plan": ""}
+
+# Statuses of a run that finished without a usable model: it stays in every table, marked, and takes the metric's
+# worst value in every comparison (README, "How a verdict is made"; armlib.stats). A new such status is one entry.
+FAILED_STATUSES = frozenset({"diverged"})
+
+
+def failed(status) -> bool:
+    """Whether a record's ``status`` means the run produced no usable model (:data:`FAILED_STATUSES`)."""
+    return status in FAILED_STATUSES
 
 
 def run_key(config: dict, length: int = 10) -> str:

@@ -13,6 +13,8 @@ one distinct comparison (:func:`armlib.stats.evaluate_claims` counts it once).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,14 +37,20 @@ class Scale:
     tta_scales: tuple[float, ...] = (0.75, 1.0, 1.25)
     dataset: str = "synth"           # "synth" or "cityscapes" (then ADE20K rows run too when present)
     dataset_configs: dict = field(default_factory=dict)  # dataset -> its own base config (else ``config``)
-    primary_seeds: tuple[int, ...] | None = None  # seeds of the rows of primary claims (None: ``seeds``)
+    primary_seeds: tuple[int, ...] | None = None  # seeds of the rows of primary claims (None: ``seeds``); under
+    #                                               a confirmatory plan these are its pilot, rerun on request only
+    plan: str | None = None          # confirmatory plan file in configs/plans/ (armlib.design writes it)
 
     def seeds_for(self, row_name: str, table: str, seeds=None) -> tuple[int, ...]:
-        """The seeds a row runs with: ``seeds`` when given (``--seeds``), else the primary seeds for a row
-        that a primary claim compares, else the scale's seeds."""
+        """The seeds a row runs with: ``seeds`` when given (``--seeds``); under a confirmatory plan the scale's
+        seeds plus the row's confirmatory seeds (:func:`confirmatory_seeds`; the pilot's other seeds are not
+        retrained by default); else the primary seeds for a row that a primary claim compares, else the
+        scale's seeds."""
         seeds = parse_seeds(seeds)   # papermill passes "0,1" from a command line without -y
         if seeds is not None:
             return tuple(seeds)
+        if self.plan is not None:
+            return tuple(sorted({*self.seeds, *confirmatory_seeds(table, row_name, self)}))
         if self.primary_seeds is not None and (table, row_name) in primary_rows():
             return self.primary_seeds
         return self.seeds
@@ -60,7 +68,10 @@ SCALES = {
     # 100-104) needs 5 to detect +1.0 mIoU at α/5 with 80 % power (the first calibration, over all classes, said
     # 0.26 and 4), and 5 is the floor; the budget leaves 1 for the other rows.
     # The reporting seeds' SD came out at 1.19, so 5 seeds reach an MDE of 3.1 (README: what quick can decide).
+    # Seeds 0-4 of the primary rows are the pilot (exploratory); configs/plans/quick.json, sized from it and
+    # committed before any of its seeds ran, adds the confirmatory seeds (5, 6, ...).
     "quick": Scale("quick", "quick.yaml", seeds=(0,), primary_seeds=(0, 1, 2, 3, 4), jobs=2, threads=1,
+                   plan="quick.json",
                    models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
                    noise_levels=(0.0, 0.5, 1.0)),
     # The quick scale's seed policy; its T is not calibrated yet (needs a lent GPU: `armlib calibrate --scale gpu`).
@@ -181,8 +192,10 @@ def table_rows(table: str, scale: Scale, data_root="data") -> dict[str, dict]:
 
 PRIMARY, SECONDARY = "primary", "secondary"
 EFFECT, EQUIVALENCE = "effect", "equivalence"
-ALPHA = 0.05                 # two-sided level of every test; the primary family is Holm-adjusted at this level
-POWER = 0.80                 # power at which the minimal detectable effect is quoted
+ALPHA = 0.05                 # two-sided level of every test; the primary family is adjusted at this level
+POWER = 0.80                 # power at which the minimal detectable effect is quoted and seeds are sized
+SD_CONFIDENCE = 0.80         # a pilot sizes seeds by this one-sided upper confidence bound of its SD (Browne 1995)
+HOLM, FIXED_SEQUENCE = "holm", "fixed sequence"   # multiplicity procedures of the primary family
 EQUIVALENCE_MARGIN = 1.0     # mIoU points: "no effect" means TOST shows the paired Δ inside ±1.0
 
 
@@ -376,3 +389,60 @@ def get_section(key: str) -> Section:
         if s.key == key:
             return s
     raise ValueError(f"unknown section {key!r}; choose from {list(SECTION_KEYS)}")
+
+
+# -- the confirmatory plan -------------------------------------------------------------------------------
+
+PLAN_DIR = CONFIG_DIR / "plans"
+
+
+def confirmatory_plan(scale: Scale) -> dict | None:
+    """The scale's confirmatory plan (``configs/plans/<Scale.plan>``, written by :mod:`armlib.design` from the
+    pilot and committed before any confirmatory seed ran); None when the scale has none.
+
+    Raises:
+        ValueError: the plan file is missing or not valid JSON (one line naming the file).
+    """
+    if scale.plan is None:
+        return None
+    return _read_plan(PLAN_DIR / scale.plan)
+
+
+@cache
+def _read_plan(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: the {scale.name} scale's confirmatory plan is unreadable ({exc}); restore it "
+                         "from git: it must not change once its seeds have run") from exc
+
+
+def plan_hash(plan: dict) -> str:
+    """12 hex digits naming a plan by content (canonical JSON): every confirmatory run carries it (its config's
+    ``plan``), so a record shows which plan it was trained under."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def claim_by_id(claim_id: str) -> tuple[str, Claim]:
+    """(table, claim) of a comparison claim's id; KeyError naming it otherwise."""
+    for table, claims in TABLE_CLAIMS.items():
+        for c in claims:
+            if c.id == claim_id:
+                return table, c
+    raise KeyError(f"no claim {claim_id!r} in TABLE_CLAIMS")
+
+
+def confirmatory_seeds(table: str, row_name: str, scale: Scale) -> tuple[int, ...]:
+    """The confirmatory seeds of a row under the scale's plan: those of every planned comparison one of whose
+    rows is the same experiment (same spec), so an experiment that several tables show runs one set of seeds."""
+    plan = confirmatory_plan(scale)
+    if plan is None:
+        return ()
+    spec = _grid(table, scale).get(row_name)
+    out = set()
+    for comparison in plan["comparisons"]:
+        for claim_id in comparison["claims"]:
+            t, c = claim_by_id(claim_id)
+            if spec in (_grid(t, scale)[c.a], _grid(t, scale)[c.b]):
+                out.update(comparison["seeds"])
+    return tuple(sorted(out))

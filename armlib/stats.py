@@ -16,13 +16,19 @@ per-seed difference Δ_s = metric[a]_s − metric[b]_s cancels the seed's shared
 Verdicts, one vocabulary: **reproduced** (significant in the paper's direction, or equivalent within the margin),
 **contradicted** (significant in the opposite direction; for equivalence, the whole 95 % interval outside the
 margin), **inconclusive** (neither), **not run** (a row is not run at this scale). The primary family (the paper's
-central claims, :data:`armlib.sections.PRIMARY`) is Holm-adjusted across its distinct comparisons; secondary
+central claims, :data:`armlib.sections.PRIMARY`) is adjusted across its distinct comparisons: Holm by default
+(the pilot), a fixed sequence in the paper's order under a confirmatory plan (:mod:`armlib.design`); secondary
 claims keep their raw p and are exploratory. Claims that are thresholds, not comparisons, say **holds** / **fails**.
 
-Diverged runs (non-finite loss; value NaN, status "diverged") are never dropped: they stay in every table, marked,
-and count against their method. A comparison with a diverged seed is inconclusive at best, and contradicted when
-every seed of the side the paper favours diverged; where the paper itself printed NaN for a row (Table 2's L1 and
-entropy rows, ``Claim.diverges``), divergence in at least half of that row's seeds reproduces it.
+Failed runs (:func:`armlib.runs.failed`: diverged, value NaN) are never dropped: they stay in every table, marked,
+and take the metric's worst value (:data:`WORST`, mIoU 0) in the same paired test of the same family, so a failure
+on the side the paper favours counts against the claim and one on the other side for it. Where the paper itself
+printed NaN for a row (Table 2's L1 and entropy rows, ``Claim.diverges``), divergence in at least half of that
+row's seeds reproduces it.
+
+Sizing a study from a pilot (:func:`sd_upper_bound`, :func:`seeds_needed`, :func:`tost_seeds_needed`): the pilot's
+SD is an estimate with few degrees of freedom, so the seeds are sized from its one-sided upper confidence bound
+(Browne 1995), not from the point.
 """
 from __future__ import annotations
 
@@ -36,12 +42,14 @@ import pandas as pd
 from scipy import stats as sps
 
 from armlib.paper import paper_label, paper_value, table_metrics
-from armlib.sections import ALPHA, EQUIVALENCE, POWER, PRIMARY, Claim
+from armlib.runs import failed
+from armlib.sections import ALPHA, EQUIVALENCE, FIXED_SEQUENCE, HOLM, POWER, PRIMARY, SD_CONFIDENCE, Claim
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
 HOLDS, FAILS = "holds", "fails"
 VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN, HOLDS, FAILS)
 BOOTSTRAP_MIN_N = 6
+WORST = 0.0   # the worst value of every compared metric (mIoU, aAcc, mAcc, TTA mIoU; %): a failed run's value
 SEED_COLUMNS = ("table", "row", "seed", "metric", "value", "status", "experiment", "arm_moved")
 
 
@@ -134,6 +142,59 @@ def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = 
     return float(brentq(lambda n: paired_t_power(effect, sd, n, alpha) - power, 2.0, high, xtol=1e-6))
 
 
+def sd_upper_bound(sd: float, n: int, confidence: float = SD_CONFIDENCE) -> float:
+    """One-sided ``confidence`` upper bound of σ from a sample SD ``sd`` of ``n`` values (n − 1 degrees of freedom):
+    sd·√((n − 1)/χ²_{1−confidence, n−1}), from (n − 1)s²/σ² ~ χ²_{n−1} (scipy's chi2). Browne (1995) sizes a study
+    from the pilot's 80 % bound so that the planned power holds with that probability, not one half. NaN for
+    n < 2 or a non-finite ``sd``; ValueError for ``confidence`` outside (0, 1)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return float(sd * math.sqrt((n - 1) / sps.chi2.ppf(1 - confidence, n - 1)))
+
+
+def tost_power(effect: float, sd: float, n: float, margin: float, alpha: float = ALPHA) -> float:
+    """Power of the paired TOST (both one-sided t-tests at ``alpha``, i.e. the (1 − 2α) t-interval inside
+    ±``margin``) with n pairs at true mean Δ ``effect`` and SD ``sd``.
+
+    Exact by conditioning on the sample SD S (V = (n − 1)S²/σ² ~ χ²_{n−1}): the test passes when
+    |Δ̄| < margin − t_{1−α,n−1}·S/√n, so P = E_V[max(0, Φ((m − ε)√n/σ) − Φ((−m − ε)√n/σ))] with
+    m = margin − t·σ√(V/(n−1))/√n (Owen 1965; statsmodels has no TOST power for paired data).
+    """
+    from scipy import integrate
+
+    if n < 2:
+        return 0.0
+    df = n - 1
+    crit = sps.t.ppf(1 - alpha, df)
+    scale = sd / math.sqrt(n)
+
+    def integrand(v):
+        m = margin - crit * scale * math.sqrt(v / df)
+        if m <= 0:
+            return 0.0
+        return (sps.norm.cdf((m - effect) / scale) - sps.norm.cdf((-m - effect) / scale)) * sps.chi2.pdf(v, df)
+
+    v_max = df * (margin / (crit * scale)) ** 2   # beyond it the interval is wider than the margin
+    return float(integrate.quad(integrand, 0, v_max, limit=200)[0])
+
+
+def tost_seeds_needed(effect: float, sd: float, margin: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Pairs (fractional; round up) the paired TOST within ±``margin`` needs for ``power`` at true mean Δ ``effect``;
+    NaN when |effect| ≥ margin (equivalence then is not the truth) or ``sd`` is not a positive number."""
+    from scipy.optimize import brentq
+
+    if not (math.isfinite(effect) and math.isfinite(sd)) or abs(effect) >= margin or sd <= 0:
+        return math.nan
+    if tost_power(effect, sd, 2, margin, alpha) >= power:
+        return 2.0
+    high = 4.0
+    while tost_power(effect, sd, high, margin, alpha) < power:
+        high *= 2
+    return float(brentq(lambda n: tost_power(effect, sd, n, margin, alpha) - power, 2.0, high, xtol=1e-6))
+
+
 def paired_comparison(a: Mapping[int, float], b: Mapping[int, float], alpha: float = ALPHA,
                       power: float = POWER) -> PairedComparison:
     """Paired statistics of a − b over the seeds present and finite in both (seed → value mappings)."""
@@ -180,6 +241,17 @@ def tost_p(a: Mapping[int, float], b: Mapping[int, float], margin: float) -> flo
     if np.all(x - y == (x - y)[0]):
         return 0.0 if abs((x - y)[0]) < margin else 1.0
     return float(ttost_paired(x, y, -margin, margin)[0])
+
+
+def fixed_sequence(pvalues: Sequence[float]) -> list[float]:
+    """Adjusted p-values of a fixed-sequence test (hypotheses tested in the given order, each at the full α,
+    stopping at the first not rejected; controls the familywise error at α): p̃_k = max(p_1, …, p_k). A NaN
+    (a comparison that could not be tested) makes it and every later one NaN: the sequence stops there."""
+    out, running = [], 0.0
+    for p in pvalues:
+        running = max(running, p) if math.isfinite(running) and math.isfinite(p) else math.nan
+        out.append(running)
+    return out
 
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
@@ -231,7 +303,7 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
                     "paper": _paper_or_nan(group_table, row, metric),
                     "mean": finished.mean() if len(finished) else math.nan,
                     "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
-                    "n": len(g), "n_diverged": int((g.status == "diverged").sum()), "scale": scale, "note": "",
+                    "n": len(g), "n_diverged": int(g.status.map(failed).sum()), "scale": scale, "note": "",
                     # ARM rows: in how many seeds ARM's curve left its initialisation (an ARM row whose ARM never
                     # moved is the base model in disguise); empty for rows without a learned curve
                     "arm_moved": _moved(g)})
@@ -278,29 +350,31 @@ def _verdict(claim: Claim, c: PairedComparison, p_used: float, alpha: float) -> 
     return INCONCLUSIVE, f"not significant (p = {p_used:.3g}); MDE {c.mde:.2f}"
 
 
-def _apply_divergence(claim: Claim, verdict: str, note: str, div_a: int, n_a: int, div_b: int,
-                      n_b: int) -> tuple[str, str]:
-    if claim.diverges and n_a and div_a * 2 >= n_a:
-        return REPRODUCED, f"{div_a} of {n_a} seeds of {claim.a} diverged, as the paper's NaN"
-    if not (div_a or div_b):
-        return verdict, note
-    favoured = (claim.a, div_a, n_a) if claim.sign > 0 else (claim.b, div_b, n_b)
-    parts = [f"{k} of {n} seeds of {row} diverged" for row, k, n in ((claim.a, div_a, n_a), (claim.b, div_b, n_b))
-             if k]
-    if favoured[2] and favoured[1] == favoured[2] and claim.test != EQUIVALENCE:
-        return CONTRADICTED, "; ".join(parts) + f": every seed of {favoured[0]}, which the paper favours, diverged"
-    if verdict == REPRODUCED:
-        verdict = INCONCLUSIVE
-    return verdict, "; ".join(parts) + " (counts against it: inconclusive at best); " + note
+def _failure_note(claim: Claim, failed_a: int, n_a: int, failed_b: int, n_b: int) -> str:
+    """Which side's failed seeds entered the test at the worst value, and whom that counts against."""
+    parts = []
+    for row, k, n, side in ((claim.a, failed_a, n_a, +1), (claim.b, failed_b, n_b, -1)):
+        if k:
+            favoured = side * claim.sign > 0 and claim.test != EQUIVALENCE
+            whom = "against the claim" if favoured or claim.test == EQUIVALENCE else "for the claim"
+            parts.append(f"{k} of {n} seeds of {row} diverged, taken as {WORST:g} in the paired test ({whom})")
+    return "; ".join(parts)
 
 
 def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], alpha: float = ALPHA,
-                    power: float = POWER) -> pd.DataFrame:
+                    power: float = POWER, procedure: str = HOLM, order: Sequence[str] = ()) -> pd.DataFrame:
     """One row per claim, with its distinct comparison's statistics and the verdict.
 
     Args:
-        seeds: per-seed results (:data:`SEED_COLUMNS`) of every table the claims refer to.
+        seeds: per-seed results (:data:`SEED_COLUMNS`) of every table the claims refer to; a failed run
+            (:func:`armlib.runs.failed`) enters its comparisons at :data:`WORST`.
         claims: {table: claims}, e.g. :data:`armlib.sections.TABLE_CLAIMS`.
+        procedure: the primary family's multiplicity procedure, ``"holm"`` or ``"fixed sequence"``.
+        order: for the fixed sequence, claim ids in the order tested (one per distinct primary comparison; the
+            comparisons of the other claims follow it).
+
+    Raises:
+        ValueError: an unknown ``procedure``, or a fixed sequence whose ``order`` misses a primary comparison.
 
     A comparison is distinct by (experiment of a, experiment of b, metric): claims of several tables over the
     same runs share one set of statistics (column ``comparison``; ``tables`` lists who shares it), and the Holm
@@ -318,28 +392,37 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
             key = (a.experiment.iloc[0], b.experiment.iloc[0], claim.metric)
             distinct.setdefault(key, []).append((table, claim, a, b))
             entries.append((table, claim, key))
+    if procedure not in (HOLM, FIXED_SEQUENCE):
+        raise ValueError(f"procedure must be {HOLM!r} or {FIXED_SEQUENCE!r}, got {procedure!r}")
     primary_keys = [k for k, members in distinct.items() if any(c.family == PRIMARY for _, c, _, _ in members)]
-    m = max(1, len(primary_keys))
+    if procedure == FIXED_SEQUENCE:
+        rank = {claim_id: i for i, claim_id in enumerate(order)}
+        unranked = [k for k in primary_keys if not any(c.id in rank for _, c, _, _ in distinct[k])]
+        if unranked:
+            raise ValueError(f"order must name a claim of every primary comparison; missing {unranked}")
+        primary_keys.sort(key=lambda k: min(rank[c.id] for _, c, _, _ in distinct[k] if c.id in rank))
+    # the MDE at the level each comparison is tested at: Holm's strictest step, or α in a fixed sequence
+    m = max(1, len(primary_keys)) if procedure == HOLM else 1
     computed = {}
     for key, members in distinct.items():
         table, claim, a, b = members[0]
         is_primary = key in primary_keys
         level = alpha / m if is_primary else alpha   # MDE at Holm's strictest step for the primary family
-        ok_a = {int(s): float(v) for s, v, st in zip(a.seed, a.value, a.status) if st == "ok"}
-        ok_b = {int(s): float(v) for s, v, st in zip(b.seed, b.value, b.status) if st == "ok"}
+        ok_a, ok_b = _tested_values(a), _tested_values(b)
         comp = paired_comparison(ok_a, ok_b, alpha, power)
         comp = PairedComparison(**{**asdict(comp), "mde": minimal_detectable_effect(comp.sd, comp.n, level, power),
                                    "alpha": level})
         p_tost = tost_p(ok_a, ok_b, claim.margin) if claim.test == EQUIVALENCE else math.nan
         computed[key] = {"comp": comp, "p_test": p_tost if claim.test == EQUIVALENCE else comp.p,
                          "p_tost": p_tost, "primary": is_primary,
-                         "div": (int((a.status == "diverged").sum()), len(a), int((b.status == "diverged").sum()),
+                         "div": (int(a.status.map(failed).sum()), len(a), int(b.status.map(failed).sum()),
                                  len(b)),
                          "tables": sorted({t for t, _, _, _ in members}),
                          "means": (float(a[a.status == "ok"].value.mean()), float(b[b.status == "ok"].value.mean()))}
-    adjusted = holm([computed[k]["p_test"] for k in primary_keys], alpha)
+    primary_p = [computed[k]["p_test"] for k in primary_keys]
+    adjusted = holm(primary_p, alpha) if procedure == HOLM else fixed_sequence(primary_p)
     for k, p in zip(primary_keys, adjusted):
-        computed[k]["p_holm"] = p
+        computed[k]["p_adjusted"] = p
     rows = []
     for table, claim, key in entries:
         # a claim that repeats a primary comparison (the noise sweep's own noise level is Table 2's ARM vs base)
@@ -353,20 +436,27 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
             continue
         info = computed[key]
         comp = info["comp"]
-        p_holm = info.get("p_holm", math.nan)
-        p_used = p_holm if info["primary"] else info["p_test"]
+        p_adjusted = info.get("p_adjusted", math.nan)
+        p_used = p_adjusted if info["primary"] else info["p_test"]
         verdict, note = _verdict(claim, comp, p_used, alpha)
-        verdict, note = _apply_divergence(claim, verdict, note, *info["div"])
+        failed_a, n_a = info["div"][:2]
+        if claim.diverges and n_a and failed_a * 2 >= n_a:
+            verdict, note = REPRODUCED, f"{failed_a} of {n_a} seeds of {claim.a} diverged, as the paper's NaN"
+        elif any(info["div"][::2]):
+            note = _failure_note(claim, *info["div"]) + "; " + note
         if math.isfinite(base["paper_delta"]) and math.isfinite(comp.ci_low):
             inside = comp.ci_low <= base["paper_delta"] <= comp.ci_high
             note += "; the paper's Δ lies " + ("inside" if inside else "outside") + " our 95 % CI" + (
                 "" if inside or verdict != REPRODUCED else ": the direction reproduces, the size does not")
         mean_b = info["means"][1]
         paper_effect = _paper_effect_at_our_base(base, mean_b)   # what the seeds should be able to detect
-        rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"], "p_holm": p_holm,
+        rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"],
+                     "p_holm": p_adjusted if procedure == HOLM else math.nan,
+                     "p_adjusted": p_adjusted, "procedure": procedure if info["primary"] else "",
                      "paper_effect_at_our_base": paper_effect,
                      "n_needed": seeds_needed(paper_effect, comp.sd, comp.alpha, power)
-                     if claim.test != EQUIVALENCE else math.nan,
+                     if claim.test != EQUIVALENCE else
+                     tost_seeds_needed(paper_effect, comp.sd, claim.margin, comp.alpha, power),
                      "verdict": verdict, "note": note, "comparison": " vs ".join(key[:2]) + f" [{key[2]}]",
                      "tables": " ".join(info["tables"]), "n_diverged_a": info["div"][0],
                      "n_diverged_b": info["div"][2], "ours_base": mean_b,
@@ -378,10 +468,15 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
                  "ci_low", "ci_high", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
-                 "p_holm", "mde", "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base",
+                 "p_holm", "p_adjusted", "procedure", "mde", "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base",
                  "paper_relative_pct",
                  "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
                  "n_diverged_b", "value", "threshold", "seed")
+
+
+def _tested_values(rows: pd.DataFrame) -> dict[int, float]:
+    """seed → the value a comparison tests: the run's value, or :data:`WORST` for a failed run."""
+    return {int(s): WORST if failed(st) else float(v) for s, v, st in zip(rows.seed, rows.value, rows.status)}
 
 
 def _paper_columns(table: str, claim: Claim) -> dict:
@@ -441,6 +536,7 @@ def one_seed_note(n_seeds: int) -> str | None:
 
 
 __all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect", "seeds_needed",
+           "sd_upper_bound", "tost_power", "tost_seeds_needed", "fixed_sequence", "WORST",
            "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
            "threshold_claims_frame", "distinct_verdicts", "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
            "SEED_COLUMNS"]
