@@ -421,13 +421,16 @@ def final_claims(out_dir: str | Path = "reports") -> pd.DataFrame:
     ``results/claims.csv``; the report shows these."""
     from armlib.sections import SCALES, SECTION_KEYS, SECTIONS, claims_for
 
+    from armlib.sections import confirmatory_plan
+
     out_dir = resolve(out_dir)
     folder = out_dir / "results"
-    seeds = read_seed_results(out_dir)
+    seeds = with_pilot(read_seed_results(out_dir), out_dir)
     metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(folder.glob("meta_*.json"))}
     scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), "quick"))
     present = set(seeds.table.unique()) if len(seeds) else set()
-    comparisons = stats.evaluate_claims(seeds, {k: claims_for(k, scale) for k in SECTION_KEYS if k in present}) if present else None
+    comparisons = stats.staged_claims(seeds, {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
+                                      confirmatory_plan(scale)) if present else None
     frames = [comparisons] if comparisons is not None else []
     for s in SECTIONS:
         if s.key in present:
@@ -439,6 +442,21 @@ def final_claims(out_dir: str | Path = "reports") -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "claims.csv", claims.to_csv(index=False))
     return claims
+
+
+PILOT_DIR = "pilot"   # <out_dir>/pilot/*_seeds.csv: the committed pilot a confirmatory plan was sized on
+
+
+def with_pilot(seeds: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """The per-seed results plus the committed pilot's (``<out_dir>/pilot/``) for the seeds the results lack:
+    the pilot's seeds are not retrained by default, and stay reported."""
+    pilot_files = sorted((out_dir / PILOT_DIR).glob("*_seeds.csv"))
+    if not pilot_files:
+        return seeds
+    pilot = pd.concat([read_csv(p) for p in pilot_files], ignore_index=True).astype({"seed": int})
+    keys = ["table", "row", "seed", "metric"]
+    merged = pd.concat([seeds, pilot], ignore_index=True)
+    return merged.drop_duplicates(keys, keep="first").reset_index(drop=True)
 
 
 def reference_summary(out_dir: str | os.PathLike) -> str:

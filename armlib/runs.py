@@ -42,13 +42,13 @@ NOT_IN_KEY = ("device", "threads", "quiet", "log_every", "curve_every", "checkpo
 # tests/test_gpu_session.py checks that every committed gpu record still maps to its folder's key.
 OPT_IN_FIELDS: dict[str, object] = {"plan": ""}
 
-# Statuses of a run that finished without a usable model: it stays in every table, marked, and takes the metric's
+# Statuses of a run that learned nothing (status: why): it stays in every table, marked, and takes the metric's
 # worst value in every comparison (README, "How a verdict is made"; armlib.stats). A new such status is one entry.
-FAILED_STATUSES = frozenset({"diverged"})
+FAILED_STATUSES: dict[str, str] = {"diverged": "the loss became non-finite"}
 
 
-def failed(status) -> bool:
-    """Whether a record's ``status`` means the run produced no usable model (:data:`FAILED_STATUSES`)."""
+def is_failed(status: str | None) -> bool:
+    """True for a run that learned nothing (:data:`FAILED_STATUSES`): the one test the statistics use."""
     return status in FAILED_STATUSES
 
 

@@ -20,7 +20,7 @@ central claims, :data:`armlib.sections.PRIMARY`) is adjusted across its distinct
 (the pilot), a fixed sequence in the paper's order under a confirmatory plan (:mod:`armlib.design`); secondary
 claims keep their raw p and are exploratory. Claims that are thresholds, not comparisons, say **holds** / **fails**.
 
-Failed runs (:func:`armlib.runs.failed`: diverged, value NaN) are never dropped: they stay in every table, marked,
+Failed runs (:func:`armlib.runs.is_failed`: diverged, value NaN) are never dropped: they stay in every table, marked,
 and take the metric's worst value (:data:`WORST`, mIoU 0) in the same paired test of the same family, so a failure
 on the side the paper favours counts against the claim and one on the other side for it. Where the paper itself
 printed NaN for a row (Table 2's L1 and entropy rows, ``Claim.diverges``), divergence in at least half of that
@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from armlib.paper import paper_label, paper_value, table_metrics
-from armlib.runs import failed
+from armlib.runs import is_failed
 from armlib.sections import ALPHA, EQUIVALENCE, FIXED_SEQUENCE, HOLM, POWER, PRIMARY, SD_CONFIDENCE, Claim
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
@@ -303,7 +303,7 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
                     "paper": _paper_or_nan(group_table, row, metric),
                     "mean": finished.mean() if len(finished) else math.nan,
                     "std": finished.std(ddof=1) if len(finished) > 1 else math.nan,
-                    "n": len(g), "n_diverged": int(g.status.map(failed).sum()), "scale": scale, "note": "",
+                    "n": len(g), "n_diverged": int(g.status.map(is_failed).sum()), "scale": scale, "note": "",
                     # ARM rows: in how many seeds ARM's curve left its initialisation (an ARM row whose ARM never
                     # moved is the base model in disguise); empty for rows without a learned curve
                     "arm_moved": _moved(g)})
@@ -351,13 +351,14 @@ def _verdict(claim: Claim, c: PairedComparison, p_used: float, alpha: float) -> 
 
 
 def _failure_note(claim: Claim, failed_a: int, n_a: int, failed_b: int, n_b: int) -> str:
-    """Which side's failed seeds entered the test at the worst value, and whom that counts against."""
+    """Which side's failed seeds entered the test at the worst value, and whom that counts against (for an
+    equivalence claim, a failure on either side: it widens the difference)."""
     parts = []
     for row, k, n, side in ((claim.a, failed_a, n_a, +1), (claim.b, failed_b, n_b, -1)):
         if k:
-            favoured = side * claim.sign > 0 and claim.test != EQUIVALENCE
-            whom = "against the claim" if favoured or claim.test == EQUIVALENCE else "for the claim"
-            parts.append(f"{k} of {n} seeds of {row} diverged, taken as {WORST:g} in the paired test ({whom})")
+            against = claim.test == EQUIVALENCE or side * claim.sign > 0
+            parts.append(f"{k} of {n} seeds of {row} diverged or learned nothing, taken as {WORST:g} in the "
+                         f"paired test ({'against' if against else 'for'} the claim)")
     return "; ".join(parts)
 
 
@@ -367,7 +368,7 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
 
     Args:
         seeds: per-seed results (:data:`SEED_COLUMNS`) of every table the claims refer to; a failed run
-            (:func:`armlib.runs.failed`) enters its comparisons at :data:`WORST`.
+            (:func:`armlib.runs.is_failed`) enters its comparisons at :data:`WORST`.
         claims: {table: claims}, e.g. :data:`armlib.sections.TABLE_CLAIMS`.
         procedure: the primary family's multiplicity procedure, ``"holm"`` or ``"fixed sequence"``.
         order: for the fixed sequence, claim ids in the order tested (one per distinct primary comparison; the
@@ -415,7 +416,7 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
         p_tost = tost_p(ok_a, ok_b, claim.margin) if claim.test == EQUIVALENCE else math.nan
         computed[key] = {"comp": comp, "p_test": p_tost if claim.test == EQUIVALENCE else comp.p,
                          "p_tost": p_tost, "primary": is_primary,
-                         "div": (int(a.status.map(failed).sum()), len(a), int(b.status.map(failed).sum()),
+                         "div": (int(a.status.map(is_failed).sum()), len(a), int(b.status.map(is_failed).sum()),
                                  len(b)),
                          "tables": sorted({t for t, _, _, _ in members}),
                          "means": (float(a[a.status == "ok"].value.mean()), float(b[b.status == "ok"].value.mean()))}
@@ -466,17 +467,59 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+PILOT, CONFIRMATORY = "pilot", "confirmatory"
+
+
+def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], plan: Mapping | None = None,
+                  alpha: float = ALPHA, power: float = POWER) -> pd.DataFrame:
+    """Every claim's verdict, pilot and confirmation kept apart (column ``stage``).
+
+    Without a plan: :func:`evaluate_claims` on every seed, stage "". With a confirmatory plan
+    (:func:`armlib.sections.confirmatory_plan`): the pilot (every seed the plan does not name) as
+    :func:`evaluate_claims` gives it, stage "pilot", exploratory whatever its family; and the plan's primary
+    comparisons on its confirmatory seeds alone, stage "confirmatory", id ``<claim>@confirmatory``, tested as the
+    plan says (its procedure, in its order, at its α). A comparison the plan could not fund says so.
+    """
+    if plan is None:
+        return evaluate_claims(seeds, claims, alpha, power).assign(stage="")
+    planned = {s for c in plan["comparisons"] for s in c["seeds"]}
+    pilot = evaluate_claims(seeds[~seeds.seed.isin(planned)], claims, alpha, power).assign(stage=PILOT)
+    order = [claim_id for c in plan["comparisons"] for claim_id in c["claims"]]
+    mine = {t: [c for c in cs if c.id in order] for t, cs in claims.items()}
+    mine = {t: cs for t, cs in mine.items() if cs}
+    if not mine:
+        return pilot
+    confirm = evaluate_claims(seeds[seeds.seed.isin(planned)], mine, plan["alpha"], plan["power"],
+                              procedure=plan["procedure"], order=order)
+    by_claim = {claim_id: c for c in plan["comparisons"] for claim_id in c["claims"]}
+    notes = []
+    for r in confirm.itertuples():
+        c = by_claim[r.id]
+        planned_note = (f"confirmatory seeds {c['seeds'][0]}–{c['seeds'][-1]}" if c["seeds"] else
+                        "no confirmatory seed") + f" (plan: n = {c['n_needed']}"
+        if not c["funded"]:
+            planned_note += f", not funded within the budget: power {c['power']:.2f} at its {len(c['seeds'])} seeds"
+        why = str(r.note)
+        if r.verdict == NOT_RUN:
+            why = "no confirmatory seed of this comparison ran"
+        elif r.n >= 2 and not math.isfinite(r.p_adjusted):
+            why = "the fixed sequence stopped at an earlier comparison that could not be tested; " + why
+        notes.append(planned_note + "); " + why)
+    confirm = confirm.assign(note=notes, id=confirm.id + "@" + CONFIRMATORY, stage=CONFIRMATORY)
+    return pd.concat([confirm, pilot], ignore_index=True)
+
+
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
                  "ci_low", "ci_high", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
                  "p_holm", "p_adjusted", "procedure", "mde", "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base",
                  "paper_relative_pct",
                  "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
-                 "n_diverged_b", "value", "threshold", "seed")
+                 "n_diverged_b", "value", "threshold", "seed", "stage")
 
 
 def _tested_values(rows: pd.DataFrame) -> dict[int, float]:
     """seed → the value a comparison tests: the run's value, or :data:`WORST` for a failed run."""
-    return {int(s): WORST if failed(st) else float(v) for s, v, st in zip(rows.seed, rows.value, rows.status)}
+    return {int(s): WORST if is_failed(st) else float(v) for s, v, st in zip(rows.seed, rows.value, rows.status)}
 
 
 def _paper_columns(table: str, claim: Claim) -> dict:
@@ -524,7 +567,8 @@ def distinct_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct comparison (threshold claims: one per id) for the headline count."""
     comparisons = claims[claims.comparison.notna() & (claims.comparison != "")]
     rest = claims[~claims.index.isin(comparisons.index)]
-    return pd.concat([comparisons.drop_duplicates("comparison"), rest])
+    keys = ["stage", "comparison"] if "stage" in claims else ["comparison"]
+    return pd.concat([comparisons.drop_duplicates(keys), rest])
 
 
 def one_seed_note(n_seeds: int) -> str | None:
@@ -538,5 +582,6 @@ def one_seed_note(n_seeds: int) -> str | None:
 __all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect", "seeds_needed",
            "sd_upper_bound", "tost_power", "tost_seeds_needed", "fixed_sequence", "WORST",
            "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
-           "threshold_claims_frame", "distinct_verdicts", "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
+           "threshold_claims_frame", "distinct_verdicts", "staged_claims", "PILOT", "CONFIRMATORY",
+           "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
            "SEED_COLUMNS"]

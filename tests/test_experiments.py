@@ -73,18 +73,19 @@ def test_the_paper_scale_runs_three_seeds_of_the_primary_rows_only(tmp_path):
     assert ex.plan("table1", paper, tmp_path, seeds=[5], data_root=tmp_path)[0].seed == 5   # --seeds wins
 
 
-def test_the_quick_scale_spends_five_seeds_on_primary_rows_and_one_on_the_rest(tmp_path):
-    # Issue 11: at least 5 paired seeds for every primary comparison; the 90-minute budget leaves 1 for the others.
+def test_the_quick_scale_spends_its_plans_seeds_on_planned_rows_and_one_on_the_rest(tmp_path):
+    # Issue 22: seed 0 for every row, and the confirmatory plan's seeds for the rows of its funded comparisons
+    # (every table's row that is the same experiment); the pilot's seeds 1-4 only on request.
     quick = sx.get_scale("quick")
+    plan = sx.confirmatory_plan(quick)
     for table in ("table1", "table3", "table5"):
         for r in ex.plan(table, quick, tmp_path, first_seed_only=True):
-            want = [0, 1, 2, 3, 4] if (table, r.row) in sx.primary_rows() else [0]
+            want = [0, *sx.confirmatory_seeds(table, r.row, quick)]
             assert list(quick.seeds_for(r.row, table)) == want, (table, r.row)
-    runs = ex.plan_sections(sx.SECTION_KEYS, quick, tmp_path)
-    by_experiment: dict[str, set] = {}
-    for r in runs:
-        by_experiment.setdefault(r.experiment, set()).add(r.seed)
-    assert sorted(map(len, by_experiment.values())).count(5) == 7    # the primary family's 7 distinct experiments
+    first = plan["comparisons"][0]
+    assert quick.seeds_for(first["a"], first["table"]) == (0, *first["seeds"])
+    assert quick.seeds_for("linear_focusing", "table1") == (0,)
+    assert quick.seeds_for("coarse_arm", "table5", seeds=[0, 1, 2, 3, 4]) == (0, 1, 2, 3, 4)
 
 
 def test_scale_coverage_rules(tmp_path):

@@ -145,11 +145,14 @@ def test_equivalence_claims_use_tost():
     assert v.verdict == "contradicted"
 
 
-def test_a_diverged_seed_caps_the_verdict_and_is_never_dropped():
+def test_a_diverged_seed_is_never_dropped_and_enters_the_test_at_zero():
+    """Was: a diverged seed on either side capped the verdict at inconclusive (issue 22); now it is mIoU 0 in the
+    paired test (tests/test_verdict_rules.py holds the rule's tests)."""
     rows = {"arm": [11, 12.2, 13, 13.8, math.nan], "base": [10, 11, 12, 13, 14]}
     seeds = _seeds("t", rows, status={("arm", 4): "diverged"})
     v = stats.evaluate_claims(seeds, {"t": [Claim("c", "", "arm", "base")]}).iloc[0]
     assert v.verdict == "inconclusive" and "1 of 5 seeds of arm diverged" in v.note and v.n_diverged_a == 1
+    assert v.n == 5 and v.delta == pytest.approx(np.mean([1, 1.2, 1, 0.8, -14]))
     summary = stats.summarize(seeds, "quick").set_index("row")
     assert summary.loc["arm", "n"] == 5 and summary.loc["arm", "n_diverged"] == 1
     every = _seeds("t", {"arm": [math.nan] * 3, "base": [10, 11, 12]},
