@@ -210,3 +210,47 @@ def calibration_learning_curve(curves: pd.DataFrame, chosen_t: int | None, out_d
         ax.set_title(f"Calibration: base model's learning curve, chosen T = {chosen_t}", fontsize=10, pad=14)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, out_dir, "calibration_learning_curve")
+
+
+FOREST_LIMIT = 6.0   # mIoU points: the forest plot's x range (±); a comparison beyond it is drawn at the edge, labelled
+
+
+def forest(rows: pd.DataFrame, out_dir="reports", key: str = "forest"):
+    """Every tested comparison's paired Δ with its 95 % interval (thick), the Bonferroni interval where there is
+    one (thin), and the paper's Δ carried to our base (◆), top to bottom in the order given; saves
+    ``figures/<key>.png``.
+
+    Args:
+        rows: columns ``label``, ``delta``, ``ci_low``, ``ci_high``, ``ci_bonf_low``, ``ci_bonf_high`` (NaN: none),
+            ``paper`` (NaN: none) and ``verdict``; Δ in mIoU points. Values beyond ±:data:`FOREST_LIMIT` are
+            clipped to the edge and printed beside it, so a 1-point effect stays visible next to a 60-point one.
+    """
+    colours = {"reproduced": "#070", "contradicted": "#b00"}
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(6.4, 0.34 * n + 0.9))
+    lim = FOREST_LIMIT
+
+    def clip(x):
+        return float(np.clip(x, -lim, lim))
+
+    for i, r in enumerate(rows.itertuples()):
+        y = n - 1 - i
+        colour = colours.get(r.verdict, "#555")
+        if np.isfinite(r.ci_bonf_low):
+            ax.plot([clip(r.ci_bonf_low), clip(r.ci_bonf_high)], [y, y], color=colour, lw=1, alpha=0.7)
+        ax.plot([clip(r.ci_low), clip(r.ci_high)], [y, y], color=colour, lw=3.5, solid_capstyle="butt")
+        ax.plot(clip(r.delta), y, "o", color=colour, ms=5)
+        if np.isfinite(r.paper):
+            ax.plot(clip(r.paper), y, "D", mfc="none", mec="#c60", ms=6, mew=1.5)
+        if abs(r.delta) > lim:
+            ax.annotate(f"Δ {r.delta:+.1f}", (clip(r.delta), y), xytext=(-4 if r.delta > 0 else 4, 6),
+                        textcoords="offset points", ha="right" if r.delta > 0 else "left", fontsize=7)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(n), list(rows.label)[::-1], fontsize=8)
+    ax.set_xlim(-lim - 0.3, lim + 0.3)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("paired Δ, mIoU points (● ours, bar 95 % CI, thin Bonferroni CI; ◆ the paper's Δ at our base)",
+                  fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out_dir, key)

@@ -420,6 +420,10 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
                                  len(b)),
                          "tables": sorted({t for t, _, _, _ in members}),
                          "means": (float(a[a.status == "ok"].value.mean()), float(b[b.status == "ok"].value.mean()))}
+    for k in primary_keys:   # the Bonferroni interval beside the raw one: level 1 − α/m over the m comparisons
+        c = computed[k]["comp"]
+        half = sps.t.ppf(1 - alpha / (2 * len(primary_keys)), c.n - 1) * c.sd / math.sqrt(c.n) if c.n >= 2 else math.nan
+        computed[k]["bonferroni"] = (c.delta - half, c.delta + half)
     primary_p = [computed[k]["p_test"] for k in primary_keys]
     adjusted = holm(primary_p, alpha) if procedure == HOLM else fixed_sequence(primary_p)
     for k, p in zip(primary_keys, adjusted):
@@ -454,6 +458,8 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
         rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"],
                      "p_holm": p_adjusted if procedure == HOLM else math.nan,
                      "p_adjusted": p_adjusted, "procedure": procedure if info["primary"] else "",
+                     **dict(zip(("ci_bonf_low", "ci_bonf_high"), info.get("bonferroni", (math.nan, math.nan)))),
+                     "family_size": len(primary_keys) if info["primary"] else math.nan,
                      "paper_effect_at_our_base": paper_effect,
                      "n_needed": seeds_needed(paper_effect, comp.sd, comp.alpha, power)
                      if claim.test != EQUIVALENCE else
@@ -510,7 +516,7 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
 
 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
-                 "ci_low", "ci_high", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
+                 "ci_low", "ci_high", "ci_bonf_low", "ci_bonf_high", "family_size", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
                  "p_holm", "p_adjusted", "procedure", "mde", "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base",
                  "paper_relative_pct",
                  "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",

@@ -107,3 +107,19 @@ def test_a_report_never_mixes_two_scales(tmp_path):
     removed = results.discard_other_scales(tmp_path, "quick")
     assert {p.name for p in removed} >= {"table2_seeds.csv", "claims_table2.csv", "meta_table2.json"}
     assert set(results.read_seed_results(tmp_path).table) == {"table1"}
+
+
+def test_table6_tta_miou_leaves_out_the_unresolved_classes_as_every_table(tmp_path, monkeypatch):
+    """Issue 22: Table 6's TTA mIoU averaged all classes while the other tables left the unresolved ones out."""
+    from armlib import analysis, experiments, tables
+    from armlib.sections import get_scale
+
+    run = experiments.Run("arm@coarse", 0, {}, tmp_path)
+    (tmp_path / "record.json").write_text(json.dumps({"status": "ok", "class_names": ["road", "sky", "pole"],
+                                                      "config": {"unresolved_classes": ["pole"]}}))
+    measured = {"aAcc": 90.0, "mIoU": 50.0, "IoU": [80.0, 70.0, 0.0], "Acc": [90.0, 80.0, 0.0]}
+    monkeypatch.setattr(analysis, "evaluate_run", lambda *a, **k: measured)
+    (tmp_path / "tta.json").write_text(json.dumps({"settings": {"scales": [0.75, 1.0, 1.25], "flip": True},
+                                                   "metrics": {"mIoU": 50.0}}))   # a cache from before the fix
+    metrics = tables.tta_metrics(run, get_scale("quick"))
+    assert metrics["mIoU"] == pytest.approx(75.0) and metrics["mIoU_all_classes"] == pytest.approx(50.0)

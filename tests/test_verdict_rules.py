@@ -217,3 +217,16 @@ def test_claims_csv_recomputes_from_the_committed_files_alone(tmp_path):
     committed = pd.read_csv(src / "results" / "claims.csv")
     assert list(again.id) == list(committed.id) and list(again.verdict) == list(committed.verdict)
     assert np.allclose(again.delta.astype(float), committed.delta.astype(float), equal_nan=True)
+
+
+def test_primary_comparisons_carry_a_bonferroni_interval_beside_the_raw_one():
+    """Issue 22: the raw 95 % interval stands beside the α/m (Bonferroni) one, m the primary family's size."""
+    base = [10.0, 11, 12, 13, 14]
+    seeds = _seeds("t", {"a": [11.1, 11.9, 13.2, 13.8, 15.3], "b": [10.5, 11.2, 12.9, 13.1, 14.6], "base": base})
+    claims = {"t": [Claim("pa", "", "a", "base", family=PRIMARY), Claim("pb", "", "b", "base", family=PRIMARY),
+                    Claim("s", "", "a", "b")]}
+    v = stats.evaluate_claims(seeds, claims).set_index("id")
+    d = np.subtract([11.1, 11.9, 13.2, 13.8, 15.3], base)
+    res = sps.ttest_1samp(d, 0).confidence_interval(1 - 0.05 / 2)
+    assert (v.loc["pa", "ci_bonf_low"], v.loc["pa", "ci_bonf_high"]) == pytest.approx((res.low, res.high))
+    assert v.loc["pa", "family_size"] == 2 and math.isnan(v.loc["s", "ci_bonf_low"])
