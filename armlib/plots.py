@@ -222,12 +222,15 @@ def forest(rows: pd.DataFrame, out_dir="reports", key: str = "forest"):
 
     Args:
         rows: columns ``label``, ``delta``, ``ci_low``, ``ci_high``, ``ci_bonf_low``, ``ci_bonf_high`` (NaN: none),
-            ``paper`` (NaN: none) and ``verdict``; Δ in mIoU points. Values beyond ±:data:`FOREST_LIMIT` are
+            ``paper`` (NaN: none), ``verdict`` and optionally ``margin`` (an equivalence claim's ±margin, shaded);
+            Δ in mIoU points. Values beyond ±:data:`FOREST_LIMIT` are
             clipped to the edge and printed beside it, so a 1-point effect stays visible next to a 60-point one.
     """
     colours = {"reproduced": "#070", "contradicted": "#b00"}
+    import textwrap
+
     n = len(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 0.34 * n + 0.9))
+    fig, ax = plt.subplots(figsize=(7.2, 0.5 * n + 1.0))
     lim = FOREST_LIMIT
 
     def clip(x):
@@ -236,17 +239,21 @@ def forest(rows: pd.DataFrame, out_dir="reports", key: str = "forest"):
     for i, r in enumerate(rows.itertuples()):
         y = n - 1 - i
         colour = colours.get(r.verdict, "#555")
+        margin = getattr(r, "margin", np.nan)
+        if np.isfinite(margin):   # an equivalence claim: its ±margin, which the 90 % interval must lie inside
+            ax.fill_between([-margin, margin], y - 0.3, y + 0.3, color="#48c", alpha=0.15, lw=0)
         if np.isfinite(r.ci_bonf_low):
             ax.plot([clip(r.ci_bonf_low), clip(r.ci_bonf_high)], [y, y], color=colour, lw=1, alpha=0.7)
         ax.plot([clip(r.ci_low), clip(r.ci_high)], [y, y], color=colour, lw=3.5, solid_capstyle="butt")
         ax.plot(clip(r.delta), y, "o", color=colour, ms=5)
         if np.isfinite(r.paper):
             ax.plot(clip(r.paper), y, "D", mfc="none", mec="#c60", ms=6, mew=1.5)
-        if abs(r.delta) > lim:
-            ax.annotate(f"Δ {r.delta:+.1f}", (clip(r.delta), y), xytext=(-4 if r.delta > 0 else 4, 6),
-                        textcoords="offset points", ha="right" if r.delta > 0 else "left", fontsize=7)
+        if abs(r.delta) > lim or (np.isfinite(r.paper) and abs(r.paper) > lim):
+            text = f"Δ {r.delta:+.1f}" + (f", paper {r.paper:+.1f}" if np.isfinite(r.paper) else "")
+            ax.annotate(text, (clip(r.delta), y), xytext=(-6 if r.delta > 0 else 6, 7), textcoords="offset points",
+                        ha="right" if r.delta > 0 else "left", fontsize=7)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(range(n), list(rows.label)[::-1], fontsize=8)
+    ax.set_yticks(range(n), [textwrap.fill(x, 40) for x in rows.label][::-1], fontsize=8)
     ax.set_xlim(-lim - 0.3, lim + 0.3)
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlabel("paired Δ, mIoU points (● ours, bar 95 % CI, thin Bonferroni CI; ◆ the paper's Δ at our base)",

@@ -32,10 +32,13 @@ from armlib.results import read_csv, read_seed_results
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .5em;overflow-wrap:break-word}th{overflow-wrap:anywhere}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#070;font-weight:bold}.bad{color:#b00;font-weight:bold}.muted{color:#777}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}nav li{margin:.1em 0}.claim{font-style:italic}
+ul.verdicts li{margin:.25em 0}
+@media (max-width:800px){table{font-size:.75em}th,td{padding:.15em .25em}body{padding:0 .4em}}
 """
 
 
@@ -59,18 +62,68 @@ def _p(x) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
 
-def _summary_table(df: pd.DataFrame) -> str:
-    rows = ["<tr><th>row</th><th>metric</th><th>paper</th><th>ours: mean ± std over finished seeds</th>"
-            "<th>seeds</th><th>diverged</th><th>ARM moved (seeds)</th></tr>"]
+def _ranges(seeds) -> str:
+    """Seeds as ranges: 0, 5–18."""
+    seeds = sorted({int(x) for x in seeds})
+    out, i = [], 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        out.append(str(seeds[i]) if i == j else f"{seeds[i]}–{seeds[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _seed_cell(seeds, planned: set) -> str:
+    """A row's seeds, the pilot's and the plan's confirmatory ones apart."""
+    pilot = [x for x in seeds if x not in planned]
+    confirm = [x for x in seeds if x in planned]
+    parts = ([f"{_ranges(pilot)} (pilot)" if planned else _ranges(pilot)] if pilot else []) + (
+        [f"{_ranges(confirm)} (confirmatory)"] if confirm else [])
+    return "; ".join(parts)
+
+
+# The paper's role → what stood in for it at a scale on synthetic data (rows and captions name what ran).
+_DATA_ROLES = {"Cityscapes Coarse": "synthetic scenes, coarse labels", "Cityscapes Fine": "synthetic scenes, fine labels"}
+
+
+def _what_ran(text: str, scale) -> str:
+    """The paper's label of a row or caption with what ran at ``scale`` and the paper's role beside it:
+    "Coarse, ResNet101, ARM" → "Coarse, deeplabv3plus_tiny [paper: ResNet101], ARM" on the quick scale."""
+    if scale is None or scale.dataset != "synth":
+        return text
+    names = {"ResNet101": scale.models.get("r101"), "DeepLabV3+": scale.models.get("r101"),
+             "ResNet50": scale.models.get("r50"), "OCR": scale.models.get("ocr")}
+    roles = {**_DATA_ROLES, **{k: v or "not run" for k, v in names.items()}}
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(roles, key=len, reverse=True)))
+    return pattern.sub(lambda m: f"{roles[m.group(0)]} [paper: {m.group(0)}]", text)
+
+
+def _summary_table(df: pd.DataFrame, seeds: pd.DataFrame, planned: set, scale) -> str:
+    """mIoU per row (the scale's: unresolved classes left out), beside the paper's, with the row's seeds; the
+    failed and ARM-moved columns only where some row has one."""
+    df = df[df.metric.isin(("mIoU", "fine", "coarse", "ade20k"))]
+    failed = bool(df.n_diverged.fillna(0).astype(int).any())
+    moved = any(isinstance(v, str) and bool(v) for v in df.get("arm_moved", []))
+    several = df.metric.nunique() > 1   # Table 6: one TTA mIoU per annotation; elsewhere mIoU alone, said once
+    unit = "" if several else " mIoU"
+    head = ["row: what ran [the paper's role]"] + ["metric"] * several + [
+        f"paper{unit}", f"ours{unit}: mean ± SD over finished seeds", "seeds"]
+    head += ["failed"] * failed + ["ARM moved (seeds)"] * moved
+    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for r in df.itertuples():
         paper = "NaN (diverged)" if pd.isna(r.paper) and r.table == "table2" else _num(r.paper)
         note = getattr(r, "note", "")
         ours = (f"<span class=muted>{html.escape(str(note))}</span>" if isinstance(note, str) and note
-                else f"{_num(r.mean)} ± {_num(r.std)}")
-        rows.append(f"<tr><td>{html.escape(str(r.label))}</td><td>{html.escape(str(r.metric))} (%)</td>"
-                    f"<td class=num>{paper}</td><td class=num>{ours}</td>"
-                    f"<td class=num>{int(r.n)}</td><td class=num>{int(r.n_diverged) or ''}</td>"
-                    f"<td class=num>{_moved_cell(getattr(r, 'arm_moved', ''))}</td></tr>")
+                else f"{_num(r.mean)} ± {_num(r.std)}" if r.n > 1 else f"{_num(r.mean)} (one seed)")
+        mine = seeds[(seeds.table == r.table) & (seeds.row == r.row) & (seeds.metric == r.metric)].seed
+        metric = "mIoU" if r.metric == "mIoU" else f"TTA mIoU, {r.metric}"
+        cells = [html.escape(_what_ran(str(r.label), scale))] + [metric] * several + [
+            paper, ours, _seed_cell(mine, planned)]
+        cells += [str(int(r.n_diverged) or "")] * failed + [_moved_cell(getattr(r, "arm_moved", ""))] * moved
+        rows.append("<tr>" + "".join(f"<td{' class=num' if i > several else ''}>{c}</td>" for i, c in enumerate(cells))
+                    + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -86,45 +139,110 @@ def _moved_cell(value) -> str:
     return value if k == n else f'<span class=bad>{value}: ARM did not move in {int(n) - int(k)} seed(s)</span>'
 
 
-def _claims_table(df: pd.DataFrame) -> str:
-    rows = ["<tr><th>claim</th><th>family</th><th>paper Δ (rel. to its base)</th><th>ours Δ [95 % CI] "
-            "(rel.)</th><th>n</th><th>p (test)</th><th>MDE at 80 % power, at the claim's α (primary: α/5)</th>"
-            "<th>seeds for the paper's Δ at our base</th>"
-            "<th>verdict</th><th>why</th></tr>"]
-    for c in df.to_dict("records"):
-        if c["test"] == "threshold":
-            rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}</td><td>threshold</td>"
-                        f"<td>{html.escape(str(c['threshold']))}</td>"
-                        f"<td class=num>{html.escape(str(c['metric']))} = {_num(c['value'], 3)}</td><td></td><td></td>"
-                        f"<td></td><td></td><td>{_verdict(c['verdict'])}</td><td class=muted>{html.escape(_text(c['note']))}"
-                        "</td></tr>")
-            continue
-        unit = " mIoU pts" if c["metric"] in ("mIoU", "fine", "coarse", "ade20k") else ""
-        status = c.get("paper_status") if isinstance(c.get("paper_status"), str) else ""
-        paper = ({"diverged": "diverged (NaN)"}.get(status, "— (not in the paper)") if pd.isna(c["paper_delta"]) else
-                 f"{_num(c['paper_delta'], signed=True)}{unit} ({_num(c['paper_relative_pct'], 1, True)} %)")
-        if c["verdict"] == "not run":
-            ours, n, p, mde, needed = "—", "", "", "", ""
-        else:
-            ours = (f"{_num(c['delta'], signed=True)}{unit} [{_num(c['ci_low'], signed=True)}, "
-                    f"{_num(c['ci_high'], signed=True)}] ({_num(c['ours_relative_pct'], 1, True)} %)")
-            n = str(int(c["n"])) if not pd.isna(c["n"]) else ""
-            if c["family"] == "primary":
-                p = f"{_p(c['p_holm'])} (Holm)"
-            elif c["test"] == "equivalence":
-                p = f"{_p(c['p_tost'])} (TOST ±{c['margin']:g})"
-            else:
-                p = f"{_p(c['p'])} (raw)"
-            p += f"<br><span class=muted>sign-flip {_p(c['p_signflip'])}</span>"
-            mde = _num(c["mde"])
+def _tested(c: dict) -> bool:
+    return c["test"] != "threshold" and c["verdict"] != "not run" and not pd.isna(c["n"]) and c["n"] >= 2
+
+
+def _stage(c: dict) -> str:
+    """The claim's family with its stage: "primary, confirmatory", "primary, pilot (exploratory)", …"""
+    stage = _text(c.get("stage"))
+    if c["family"] != "primary":
+        return "secondary (exploratory)"
+    return {"confirmatory": "primary, confirmatory", "pilot": "primary, pilot (exploratory)"}.get(stage, "primary")
+
+
+def _paper_delta(c: dict) -> str:
+    """The paper's Δ; relative to its base only where that base is a working model (not a collapsed one)."""
+    status = _text(c.get("paper_status"))
+    if pd.isna(c["paper_delta"]):
+        return {"diverged": "diverged (NaN)"}.get(status, "— (not in the paper)")
+    rel = (f" ({_num(c['paper_relative_pct'], 1, True)} %)" if c["paper_base"] >= stats.WORKING_BASE else "")
+    return f"{_num(c['paper_delta'], signed=True)}{rel}"
+
+
+def _p_cell(c: dict) -> str:
+    if c["test"] == "equivalence":
+        p = f"TOST ±{c['margin']:g}: {_p(c['p_tost'])}"
+    else:
+        p = f"{_p(c['p'])} (raw)"
+    if c["family"] == "primary" and not pd.isna(c.get("p_adjusted")):
+        p += f"<br>{_p(c['p_adjusted'])} ({html.escape(_text(c.get('procedure')) or 'holm')})"
+    return p
+
+
+def _claims_table(df: pd.DataFrame, scale=None) -> str:
+    """The section's claims: the tested ones (two seeds or more) with their statistics, then "one seed: no test"
+    and "not run" apart, then the thresholds."""
+    records = df.to_dict("records")
+    tested = [c for c in records if _tested(c)]
+    one_seed = [c for c in records if c["test"] != "threshold" and c["verdict"] != "not run" and not _tested(c)]
+    planned = [c for c in records if c["verdict"] == "not run" and _text(c.get("stage")) == "confirmatory"]
+    not_run = [c for c in records if c["verdict"] == "not run" and c not in planned]
+    thresholds = [c for c in records if c["test"] == "threshold"]
+    out = []
+    if tested:
+        head = ("claim: what ran", "family", "paper Δ (rel. to its base)", "ours Δ [95 % CI], n seeds", "p",
+                "MDE at 80 % power; seeds for the paper's Δ at our base", "verdict: why")
+        rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+        for c in tested:
+            ours = (f"{_num(c['delta'], signed=True)}<br>[{_num(c['ci_low'], signed=True)}, "
+                    f"{_num(c['ci_high'], signed=True)}]<br>n {int(c['n'])}")
+            if not pd.isna(c.get("ci_bonf_low")):
+                ours += (f"<br><span class=muted>Bonferroni α/{int(c['family_size'])}:<br>"
+                         f"[{_num(c['ci_bonf_low'], signed=True)}, {_num(c['ci_bonf_high'], signed=True)}]</span>")
+            if c["paper_base"] >= stats.WORKING_BASE and not pd.isna(c.get("ours_relative_pct")):
+                ours += f"<br><span class=muted>{_num(c['ours_relative_pct'], 1, True)} % of our base</span>"
             needed = "—" if pd.isna(c.get("n_needed")) else f"{math.ceil(c['n_needed'])}"
-        shared = f"<br><span class=muted>same comparison in {html.escape(str(c['tables']))}</span>" \
-            if isinstance(c.get("tables"), str) and " " in c["tables"] else ""
-        rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}{shared}</td><td>{c['family']}</td>"
-                    f"<td class=num>{paper}</td><td class=num>{ours}</td><td class=num>{n}</td>"
-                    f"<td class=num>{p}</td><td class=num>{mde}</td><td class=num>{needed}</td><td>{_verdict(c['verdict'])}</td>"
-                    f"<td class=muted>{html.escape(_text(c['note']))}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+            shared = (f"<br><span class=muted>same runs in {html.escape(str(c['tables']))}</span>"
+                      if isinstance(c.get("tables"), str) and " " in c["tables"] else "")
+            rows.append(f"<tr><td class=claim>{html.escape(_what_ran(str(c['text']), scale))}{shared}</td>"
+                        f"<td>{_stage(c)}</td><td class=num>{_paper_delta(c)}</td><td class=num>{ours}</td>"
+                        f"<td class=num>{_p_cell(c)}</td><td class=num>{_num(c['mde'])}; {needed}</td>"
+                        f"<td>{_verdict(c['verdict'])}: <span class=muted>{html.escape(_text(c['note']))}</span>"
+                        "</td></tr>")
+        out.append("<table>" + "".join(rows) + "</table>")
+    if one_seed:
+        rows = ["<tr><th>claim: what ran</th><th>family</th><th>paper Δ</th><th>ours Δ at the one paired seed</th>"
+                "</tr>"]
+        for c in one_seed:
+            rows.append(f"<tr><td class=claim>{html.escape(_what_ran(str(c['text']), scale))}</td><td>{_stage(c)}</td>"
+                        f"<td class=num>{_paper_delta(c)}</td><td class=num>{_num(c['delta'], signed=True)}</td></tr>")
+        out.append("<p><b>One seed: no test</b> (a paired test needs two seeds to estimate the spread; these "
+                   "differences are single observations, not verdicts):</p><table>" + "".join(rows) + "</table>")
+    if planned:
+        out.append("<p><b>Confirmatory, not run yet:</b> " + "; ".join(
+            f"{html.escape(_what_ran(str(c['text']), scale))} ({html.escape(_text(c['note']).split(';')[0])})"
+            for c in planned) + ".</p>")
+    if not_run:
+        out.append("<p class=muted>Not run at this scale: " + "; ".join(
+            html.escape(_what_ran(str(c["text"]), scale)) for c in not_run) + ".</p>")
+    if thresholds:
+        why = any(_text(c.get("note")) for c in thresholds)   # no column that is empty in every row
+        rows = ["<tr><th>claim</th><th>criterion</th><th>measured</th><th>verdict</th>" + "<th>why</th>" * why
+                + "</tr>"]
+        for c in thresholds:
+            rows.append(f"<tr><td class=claim>{html.escape(str(c['text']))}</td>"
+                        f"<td>{html.escape(str(c['threshold']))}</td>"
+                        f"<td class=num>{html.escape(str(c['metric']))} = {_num(c['value'], 3)}</td>"
+                        f"<td>{_verdict(c['verdict'])}</td>"
+                        + f"<td class=muted>{html.escape(_text(c['note']))}</td>" * why + "</tr>")
+        out.append("<table>" + "".join(rows) + "</table>")
+    return "".join(out)
+
+
+def _section_finding(claims: pd.DataFrame) -> str:
+    """The section's verdicts as this page computed them, tested comparisons apart from untested ones."""
+    records = stats.distinct_verdicts(claims).to_dict("records")
+    tested = [c for c in records if _tested(c)]
+    counts = pd.Series([c["verdict"] for c in tested], dtype=object).value_counts()
+    parts = [f"{len(tested)} tested comparison{'s' * (len(tested) != 1)}"
+             + (" (" + ", ".join(f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts) + ")" if tested else "")]
+    one = sum(c["test"] != "threshold" and c["verdict"] != "not run" and not _tested(c) for c in records)
+    waiting = sum(c["verdict"] == "not run" and _text(c.get("stage")) == "confirmatory" for c in records)
+    absent = sum(c["verdict"] == "not run" and _text(c.get("stage")) != "confirmatory" for c in records)
+    parts += [f"{one} with one seed (no test)"] * bool(one) + [f"{waiting} confirmatory not run yet"] * bool(waiting)
+    parts += [f"{absent} not run at this scale"] * bool(absent)
+    return "; ".join(parts) + "."
 
 
 def _figures(folder: Path, key: str) -> str:
@@ -470,83 +588,191 @@ def reference_summary(out_dir: str | os.PathLike) -> str:
             f"{total / 60:.1f} min in all on {training.get('hardware', 'an unrecorded machine')}")
 
 
-def _headline(claims: pd.DataFrame) -> str:
+def _short(c: dict, scale) -> str:
+    return html.escape(_what_ran(str(c["text"]), scale))
+
+
+def _result(c: dict) -> str:
+    """"Δ +1.49 [+0.02, +2.96], n 5, p 0.19 (holm); paper +1.50 at our base"."""
+    primary = c["family"] == "primary" and not pd.isna(c.get("p_adjusted"))
+    p = c["p_adjusted"] if primary else c["p_tost"] if c["test"] == "equivalence" else c["p"]
+    which = (_text(c.get("procedure")) or "holm") if primary else "TOST" if c["test"] == "equivalence" else "raw"
+    paper = "" if pd.isna(c.get("paper_effect_at_our_base")) else (
+        f"; paper {_num(c['paper_effect_at_our_base'], signed=True)} at our base")
+    return (f"Δ {_num(c['delta'], signed=True)} [{_num(c['ci_low'], signed=True)}, {_num(c['ci_high'], signed=True)}],"
+            f" n {int(c['n'])}, p {_p(p)} ({which}){paper}")
+
+
+def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> str:
+    """The verdicts a reviewer reads in one minute: the confirmatory plan's comparisons in its order, the pilot's
+    primary ones, the tested secondary ones, then counts of what could not be tested and of the thresholds."""
+    from armlib.sections import plan_hash
+
     if not len(claims):
         return "<p>No claim could be checked.</p>"
-    distinct = stats.distinct_verdicts(claims)
+    distinct = stats.distinct_verdicts(claims).to_dict("records")
     out = []
-    for family, label in (("primary", "Primary claims (the paper's central ones; Holm-adjusted together)"),
-                          ("secondary", "Secondary comparisons (raw p; exploratory)"),
-                          ("threshold", "Measured thresholds (figures, the Hölder argument, ARM's learned curve)")):
-        d = distinct[distinct.family == family]
-        if not len(d):
-            continue
-        counts = d.verdict.value_counts()
-        parts = ", ".join(f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts)
-        out.append(f"<li><b>{label}</b>: {len(d)} distinct — {parts}</li>")
-    return "<ul>" + "".join(out) + "</ul>"
+    if plan is not None:
+        confirm = {c["id"].removesuffix("@confirmatory"): c for c in claims.to_dict("records")
+                   if _text(c.get("stage")) == "confirmatory"}
+        items = []
+        for k, comparison in enumerate(plan["comparisons"], 1):
+            c = confirm.get(comparison["claim"])
+            if c is None:
+                continue
+            seeds = comparison["seeds"]
+            funded = (f"{len(seeds)} seeds planned ({_ranges(seeds)}), power {comparison['power']:.2f}" if seeds
+                      else "no seed funded")
+            if not comparison["funded"]:
+                funded += f"; needs {comparison['n_needed']}"
+            result = f"{_verdict(c['verdict'])} {_result(c)}" if _tested(c) else "<b>not run yet</b>"
+            items.append(f"<li>{k}. {_short(c, scale)} — {result} <span class=muted>({funded})</span></li>")
+        out.append(f"<h3>Confirmatory: plan {plan_hash(plan)}, a {html.escape(plan['procedure'])} in the paper's "
+                   f"order at α = {plan['alpha']:g} each</h3><ul class=verdicts>" + "".join(items) + "</ul>")
+    pilot = [c for c in distinct if c["family"] == "primary" and _text(c.get("stage")) != "confirmatory"]
+    if plan is not None:   # in the plan's order, each named by the claim the plan names it by
+        named = {c["id"]: c for c in claims.to_dict("records") if _text(c.get("stage")) == "pilot"}
+        pilot = [named[k["claim"]] for k in plan["comparisons"] if k["claim"] in named]
+    label = "Pilot, primary (exploratory, Holm-adjusted)" if plan is not None else "Primary (Holm-adjusted)"
+    out.append(f"<h3>{label}</h3><ul class=verdicts>" + "".join(
+        f"<li>{_short(c, scale)} — {_verdict(c['verdict'])} "
+        + (_result(c) if _tested(c) else html.escape(_text(c["note"]))) + "</li>" for c in pilot) + "</ul>")
+    secondary = [c for c in distinct if c["family"] == "secondary"]
+    tested = [c for c in secondary if _tested(c)]
+    if tested:
+        out.append("<h3>Secondary, tested (exploratory, raw p)</h3><ul class=verdicts>" + "".join(
+            f"<li>{_short(c, scale)} — {_verdict(c['verdict'])} {_result(c)}</li>" for c in tested) + "</ul>")
+    one = sum(c["verdict"] != "not run" and not _tested(c) for c in secondary)
+    none = sum(c["verdict"] == "not run" for c in secondary)
+    thresholds = [c for c in distinct if c["family"] == "threshold"]
+    fails = [html.escape(str(c["text"])) + ("" if pd.isna(c.get("seed")) else f" (seed {int(c['seed'])})")
+             for c in thresholds if c["verdict"] == "fails"]
+    out.append(f"<p>Not tested: {one} secondary comparisons ran one seed (<b>one seed: no test</b>), {none} were "
+               f"not run at this scale. Thresholds: {len(thresholds) - len(fails)} of {len(thresholds)} hold"
+               + ("; fail: " + "; ".join(fails) if fails else "") + ".</p>")
+    return "".join(out)
+
+
+FOREST_FIGURE = "forest_verdicts"   # figures/<this>.png; no section key is a prefix of it
+
+
+def _forest(claims: pd.DataFrame, out_dir: Path, plan: dict | None) -> str:
+    """The forest plot of every tested comparison (primary first: confirmatory, then the pilot), inlined."""
+    from armlib import plots
+
+    distinct = [c for c in stats.distinct_verdicts(claims).to_dict("records") if _tested(c)] if len(claims) else []
+    if not distinct:
+        return "<p class=muted>No comparison ran with two seeds or more: nothing to plot.</p>"
+    if plan is not None:   # a planned comparison is named by the plan's claim and keeps the plan's place
+        order = {c["claim"]: i for i, c in enumerate(plan["comparisons"])}
+        named = {(_text(c.get("stage")), c["comparison"]): c for c in claims.to_dict("records")
+                 if c["id"].removesuffix("@confirmatory") in order}
+        distinct = [named.get((_text(c.get("stage")), c["comparison"]), c) for c in distinct]
+    else:
+        order = {}
+    distinct.sort(key=lambda c: (c["family"] != "primary", _text(c.get("stage")) != "confirmatory",
+                                 order.get(c["id"].removesuffix("@confirmatory"), len(order))))
+
+    def label(c):
+        tag = ({"confirmatory": "C"}.get(_text(c.get("stage")), "P") if c["family"] == "primary" else "S")
+        text = str(c["text"])
+        return f"[{tag}] {text if len(text) <= 100 else text[:99] + '…'}"
+
+    columns = ("delta", "ci_low", "ci_high", "ci_bonf_low", "ci_bonf_high", "paper_effect_at_our_base", "margin")
+    rows = pd.DataFrame({"label": [label(c) for c in distinct], "verdict": [c["verdict"] for c in distinct],
+                         **{k: [float(c.get(k) if c.get(k) is not None else math.nan) for c in distinct]
+                            for k in columns}})
+    fig = plots.forest(rows.rename(columns={"paper_effect_at_our_base": "paper"}), out_dir, FOREST_FIGURE)
+    plots.plt.close(fig)
+    return (_figures(out_dir / "figures", FOREST_FIGURE) + "<p class=muted>[C] primary, confirmatory; [P] primary, "
+            "pilot (exploratory); [S] secondary (exploratory). Green: reproduced, red: contradicted, grey: "
+            "inconclusive; blue band: an equivalence claim's ±margin. Δ is a − b of the claim as the paper states it "
+            "(for “worse than” claims the paper expects it below 0).</p>")
+
+
+def _row_seeds(seeds: pd.DataFrame, planned: set) -> str:
+    """Each row's seeds, the pilot's and the confirmatory ones apart, rows grouped by their seeds."""
+    if not len(seeds):
+        return "—"
+    groups: dict[str, list[str]] = {}
+    for (table, row), g in seeds.groupby(["table", "row"], sort=False):
+        groups.setdefault(_seed_cell(sorted(set(g.seed)), planned), []).append(f"{table}: {row}")
+    ordered = sorted(groups.items(), key=lambda kv: len(kv[1]))
+    parts = [f"<b>{html.escape(cell)}</b>: {html.escape(', '.join(rows))}" for cell, rows in ordered[:-1]]
+    cell, rows = ordered[-1]
+    parts.append(f"<b>{html.escape(cell)}</b>: " + (html.escape(", ".join(rows)) if len(ordered) == 1 else
+                                                    f"every other row ({len(rows)})"))
+    return "<br>".join(parts)
 
 
 def render(out_dir: str | os.PathLike = "reports") -> Path:
     """Build ``<out_dir>/index.html`` (and ``results/claims.csv``) from the result files; return its path.
 
+    On top, before any table: a forest plot of every tested comparison and the verdicts as a list; then the setup
+    with each row's seeds (pilot and confirmatory apart), the calibration and the sections. Every table shows the
+    scale's mIoU, each experiment with all its seeds wherever it appears (:func:`armlib.stats.unify_experiments`).
     With ``<out_dir>/calibration/calibration.json`` (``armlib calibrate``) the page has a Calibration section and
     ``figures/calibration_learning_curve.png`` is drawn; without it the section says the scale was not calibrated.
 
     Raises:
         UsageError: a calibration file is malformed (:func:`read_calibration`); nothing is written then.
     """
-    from armlib.sections import SECTIONS
+    from armlib.sections import SCALES, SECTIONS, confirmatory_plan
 
     out_dir = resolve(out_dir)
     results, figures = out_dir / "results", out_dir / "figures"
     calibration = read_calibration(out_dir)   # first: a malformed calibration file stops before anything is written
     metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))}
     claims = final_claims(out_dir)
+    scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), ""))
+    plan = confirmatory_plan(scale) if scale is not None else None
+    planned = {x for c in plan["comparisons"] for x in c["seeds"]} if plan else set()
+    seeds = stats.unify_experiments(with_pilot(read_seed_results(out_dir), out_dir))
+    shown = seeds[seeds.metric.isin(("mIoU", "fine", "coarse", "ade20k"))] if len(seeds) else seeds
     paper = load_paper_results()
-    # Calibration comes first, right after the verdicts and the contents: it says why T is what every table ran at.
     body = [_calibration_section(calibration, out_dir)]
     toc = ['<li><a href="#calibration">Calibration</a></li>']
-    checklist = []
     for section in SECTIONS:
         key = section.key
         table = read_csv(results / f"{key}.csv")
         mine = claims[claims.table == key] if len(claims) else claims
         figs = _figures(figures, key)
-        toc.append(f'<li><a href="#{key}">{html.escape(section.heading)}</a></li>')
-        parts = [f'<h2 id="{key}">{html.escape(section.heading)}</h2>']
+        toc.append(f'<li><a href="#{key}">{html.escape(_what_ran(section.heading, scale))}</a></li>')
+        parts = [f'<h2 id="{key}">{html.escape(_what_ran(section.heading, scale))}</h2>']
         title = paper.get(key, {}).get("title")
         if title:
-            parts.append(f"<p class=muted>{html.escape(title)}</p>")
+            parts.append(f"<p class=muted>{html.escape(_what_ran(title, scale))}</p>")
         parts.append(f"<p class=claim>Paper: {html.escape(section.paper_claim)}</p>")
         if section.thresholds:
             parts.append(f"<p class=muted>Criteria: {html.escape(section.thresholds)}</p>")
         if table is None and not len(mine) and not figs:
             parts.append("<p class=muted>Not run at this scale (no result files).</p>")
         if len(mine):
-            parts.append(_claims_table(mine))
-            checklist += [(key, c) for c in mine.to_dict("records")]
+            parts.append(_claims_table(mine, scale))
         if table is not None and {"mean", "paper", "n_diverged"} <= set(table.columns):
-            parts.append(_summary_table(table))
+            skipped = {r.row: r.note for r in table.itertuples() if isinstance(r.note, str) and r.note}
+            summary = stats.summarize(shown[shown.table == key], str(scale.name if scale else ""), skipped, key)
+            parts.append(_summary_table(summary, shown, planned, scale))
+            if key == "table6" and metas.get(key, {}).get("tta_mIoU") != "reported classes":
+                parts.append("<p class=bad>These TTA values average every class, the unresolved ones included "
+                             "(written before Table 6 used the scale's mIoU): not comparable with the other tables "
+                             "until the next <code>make report</code>.</p>")
         elif table is not None:
             parts.append(table.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="—", classes="data"))
-        if key in metas and metas[key].get("finding"):
-            parts.append(f"<p><b>What we found:</b> {html.escape(metas[key]['finding'])}</p>")
+        found = _section_finding(mine) if len(mine) and (mine.test != "threshold").any() else (
+            metas.get(key, {}).get("finding"))
+        if found:
+            parts.append(f"<p><b>What we found:</b> {html.escape(found)}</p>")
         parts.append(figs)
         body.append("\n".join(parts))
 
-    rows = "".join(
-        f"<tr><td><a href='#{k}'>{k}</a></td><td class=claim>{html.escape(str(c['text']))}</td>"
-        f"<td>{c['family']}</td><td>{_verdict(c['verdict'])}</td></tr>" for k, c in checklist)
     wall = sum(m.get("wall_time_s", 0.0) for m in metas.values())
     any_meta = next(iter(metas.values()), {})
-    seeds = sorted({s for m in metas.values() for s in m.get("seeds", [])})
     versions = any_meta.get("versions", "")
     if isinstance(versions, dict):
         versions = ", ".join(f"{k} {v}" for k, v in versions.items())
     facts = {
         "scale": ", ".join(sorted({str(m.get("scale")) for m in metas.values()})) or "—",
-        "seeds": ", ".join(map(str, seeds)) or "—",
         "data": ", ".join(sorted({str(m.get("data")) for m in metas.values() if m.get("data")})) or "—",
         "setup (base config of the scale)": "; ".join(sorted({", ".join(f"{k} {v}" for k, v in m["setup"].items())
                                                               for m in metas.values() if m.get("setup")})) or "—",
@@ -558,27 +784,24 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
         "wall time (training span + notebooks)": f"{wall / 60:.1f} min",
         "rendered": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    one_seed = stats.one_seed_note(len(seeds)) if seeds else None
+    most = int(shown.groupby(["table", "row"]).seed.nunique().max()) if len(shown) else 0
+    one_seed = stats.one_seed_note(most) if most else None
     front = ("<h1>ARM reproduction report</h1>"
              "<p>Liu et al., <i>ARM: A Confidence-Based Adversarial Reweighting Module for Coarse Semantic "
-             "Segmentation</i>. Every number below is read from result files written by the notebooks "
-             "(<code>results/*_seeds.csv</code> hold every run's value per seed); the paper's values come from "
-             "<code>armlib/paper_results.json</code>. A comparison pairs two rows' runs by seed (a seed fixes the "
-             "initialisation, data order and augmentation of both) and tests the mean paired Δ with a two-sided "
-             "paired t-test at α = 0.05: <b>reproduced</b> when significant in the paper's direction, "
-             "<b>contradicted</b> when significant against it, <b>inconclusive</b> otherwise (then the 95 % CI, "
-             "the minimal detectable effect at 80 % power and whether the paper's Δ lies in our CI say what the "
-             "data could decide). The primary family is Holm-adjusted; \"no effect\" claims use TOST within a "
-             "stated margin. A diverged seed stays in, marked, and counts against its method. The minimal detectable "
-             "effect (MDE) of a primary claim is at Holm's strictest level, α/5; with n seeds the exact sign-flip p "
-             "cannot go below 2/2ⁿ (0.25 at 3 seeds), so at 3 seeds only the t-test can decide. Training on one "
-             "machine is deterministic: the spread between seeds is the only noise.</p>"
+             "Segmentation</i>, reproduced at the <b>" + html.escape(facts["scale"]) + "</b> scale on "
+             + html.escape(facts["data"]) + ". Each comparison pairs two rows' runs by seed and tests the mean "
+             "paired Δ (mIoU points): <b>reproduced</b> when significant in the paper's direction, "
+             "<b>contradicted</b> when significant against it, <b>inconclusive</b> otherwise; README, “How a "
+             "verdict is made”. Every number is read from the result files.</p>"
              + (f"<p class=bad>{html.escape(one_seed)}</p>" if one_seed else "")
-             + "<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-             + "</table><h2>Verdicts, each distinct comparison counted once</h2>" + _headline(claims)
-             + f"<table><tr><th>section</th><th>claim</th><th>family</th><th>verdict</th></tr>{rows}</table>"
-             "<nav><h2>Contents</h2><ol>" + "".join(toc) + "</ol></nav>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ARM reproduction report</title>"
+             + "<h2>Every tested comparison</h2>" + _forest(claims, out_dir, plan)
+             + "<h2>Verdicts, each distinct comparison once</h2>" + _verdict_list(claims, plan, scale)
+             + "<h2>Setup</h2><table>"
+             + f"<tr><th>seeds per row</th><td>{_row_seeds(shown, planned)}</td></tr>"
+             + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+             + "</table><nav><h2>Contents</h2><ol>" + "".join(toc) + "</ol></nav>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name=viewport "
+            f"content='width=device-width, initial-scale=1'><title>ARM reproduction report</title>"
             f"<style>{CSS}</style></head><body>{front}{''.join(body)}</body></html>")
     index = out_dir / "index.html"
     atomic_write_text(index, page)

@@ -288,6 +288,23 @@ def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | Non
     return pd.DataFrame(rows, columns=list(SEED_COLUMNS))
 
 
+def unify_experiments(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Every row gets every seed its experiment ran, whichever table's notebook wrote it: rows of several tables
+    that are one experiment (Table 2's "L2 norm" and "input var", the noise sweep's own level and Table 2's ARM)
+    then show one set of values and pair on the same seeds. Rows without an experiment id are left as they are."""
+    if not len(seeds):
+        return seeds
+    seeds = seeds.reindex(columns=list(SEED_COLUMNS))
+    named = seeds[seeds.experiment.notna() & (seeds.experiment != "")]
+    runs = named.drop_duplicates(["experiment", "metric", "seed"])[["experiment", "metric", "seed", "value", "status",
+                                                                   "arm_moved"]]
+    rows = named[["table", "row", "metric", "experiment"]].drop_duplicates()
+    unified = rows.merge(runs, on=["experiment", "metric"])
+    rest = seeds[~seeds.index.isin(named.index)]
+    out = pd.concat([unified, rest], ignore_index=True)[list(SEED_COLUMNS)]
+    return out.sort_values(["table", "row", "metric", "seed"], kind="stable").reset_index(drop=True)
+
+
 def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None = None,
               table: str | None = None) -> pd.DataFrame:
     """Mean ± SD over finished seeds per (row, metric), the diverged seeds counted, beside the paper's value.
@@ -504,7 +521,8 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
         planned_note = (f"confirmatory seeds {c['seeds'][0]}–{c['seeds'][-1]}" if c["seeds"] else
                         "no confirmatory seed") + f" (plan: n = {c['n_needed']}"
         if not c["funded"]:
-            planned_note += f", not funded within the budget: power {c['power']:.2f} at its {len(c['seeds'])} seeds"
+            planned_note += (f", not funded within the budget: power {c['power']:.2f} at its {len(c['seeds'])} seeds"
+                             if c["seeds"] else ", not funded within the budget")
         why = str(r.note)
         if r.verdict == NOT_RUN:
             why = "no confirmatory seed of this comparison ran"
@@ -588,6 +606,6 @@ def one_seed_note(n_seeds: int) -> str | None:
 __all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect", "seeds_needed",
            "sd_upper_bound", "tost_power", "tost_seeds_needed", "fixed_sequence", "WORST",
            "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
-           "threshold_claims_frame", "distinct_verdicts", "staged_claims", "PILOT", "CONFIRMATORY",
+           "threshold_claims_frame", "distinct_verdicts", "staged_claims", "unify_experiments", "PILOT", "CONFIRMATORY",
            "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
            "SEED_COLUMNS"]

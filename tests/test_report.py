@@ -51,10 +51,37 @@ def test_render_html_from_result_files_alone(tmp_path):
     assert "70.33" in page and "61.00 ± 1.00" in page
     assert "data:image/png;base64," in page and "abc123" in page and "2.0 min" in page
     assert "torch 2.14.1, scipy 1.17.1" in page
-    assert "Primary claims" in page and "reproduced" in page
+    assert "Pilot, primary" in page and "reproduced" in page
     for section in SECTIONS:
         assert f'href="#{section.key}"' in page
-    assert page.count("Not run at this scale") == len(SECTIONS) - 1
+    assert page.count("Not run at this scale (no result files)") == len(SECTIONS) - 1
+
+
+def test_the_first_screen_is_the_forest_plot_and_the_verdicts(tmp_path):
+    """Issue 22: before any table, a forest plot of every tested comparison and the verdict list; each row's
+    seeds, pilot and confirmatory apart; one-seed comparisons apart; Bonferroni beside the raw interval; no
+    relative Δ over a collapsed base; rows name what ran."""
+    write(tmp_path, "table1", records({"base": [60.0, 61.0, 62.0], "linear_detach": [62.0, 63.1, 64.0],
+                                       "linear_nodetach": [5.0, 4.0, 3.0], "linear_focusing": [59.0]}))
+    write(tmp_path, "table3", records({"coarse_r101_base": [60.0, 61.0, 62.0], "coarse_r101_arm": [61.0, 62.5, 62.7]}))
+    confirm = records({"base": [60.0, 61.0], "linear_detach": [62.0, 63.1]}).assign(seed=[5, 6, 5, 6])
+    write(tmp_path / "more", "table1", confirm)
+    merged = pd.concat([pd.read_csv(tmp_path / "results" / "table1_seeds.csv"),
+                        pd.read_csv(tmp_path / "more" / "results" / "table1_seeds.csv")])
+    merged.to_csv(tmp_path / "results" / "table1_seeds.csv", index=False)
+    for key in ("table1", "table3"):
+        (tmp_path / "results" / f"meta_{key}.json").write_text(json.dumps({"scale": "quick"}))
+    page = report.render(tmp_path).read_text()
+    first_table = page.index("<table")
+    assert page.index('alt="forest_verdicts"') < first_table and page.index("Verdicts, each distinct") < first_table
+    assert "0–2 (pilot); 5–6 (confirmatory)" in page   # table1 base: pilot and confirmatory seeds apart
+    assert "One seed: no test" in page and "Bonferroni α/" in page
+    assert "deeplabv3plus_tiny [paper: ResNet101]" in page   # what ran, the paper's role beside it
+    section = page[page.index('<h2 id="table1">'):]
+    detach = section[section.index("Detaching the normalisation is essential"):][:2000]
+    assert "+68.10</td>" in detach and "%" not in detach.split("</td>")[2]   # no relative Δ over a collapsed base
+    assert "Linear ARM (detached, suppressing) beats the base model — <span class=\"ok\">reproduced" in page
+
 
 
 def test_one_seed_says_why_nothing_is_decided(tmp_path):

@@ -230,3 +230,13 @@ def test_primary_comparisons_carry_a_bonferroni_interval_beside_the_raw_one():
     res = sps.ttest_1samp(d, 0).confidence_interval(1 - 0.05 / 2)
     assert (v.loc["pa", "ci_bonf_low"], v.loc["pa", "ci_bonf_high"]) == pytest.approx((res.low, res.high))
     assert v.loc["pa", "family_size"] == 2 and math.isnan(v.loc["s", "ci_bonf_low"])
+
+
+def test_one_experiment_shows_one_set_of_values_wherever_it_appears():
+    """Issue 22: Table 2's "input var" (seed 0) and "L2 norm" (seeds 0-4) are one experiment: both get every seed."""
+    l2 = _seeds("table2", {"norm_l2": [67.0, 68.0, 66.5]}, experiment={"norm_l2": "e-arm"})
+    var = _seeds("table2", {"input_var": [67.0]}, experiment={"input_var": "e-arm"})
+    other = _seeds("table4", {"ce_arm": [67.0, 68.0, 66.5, 69.0]}, experiment={"ce_arm": "e-arm"})
+    unified = stats.unify_experiments(pd.concat([l2, var, other], ignore_index=True))
+    per_row = unified.groupby(["table", "row"]).value.apply(list)
+    assert per_row.loc[("table2", "input_var")] == per_row.loc[("table2", "norm_l2")] == [67.0, 68.0, 66.5, 69.0]
