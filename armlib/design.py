@@ -125,7 +125,8 @@ def make_plan(scale_name: str = "quick", pilot_dir: str | Path | None = None) ->
         else:
             power = stats.paired_t_power(effect, sd_upper, n, ALPHA) if n >= 2 else 0.0
         comparisons.append({
-            "order": i, "claim": claim_id, "claims": shared, "text": claim.text, "table": table, "a": claim.a, "b": claim.b,
+            "order": i, "claim": claim_id, "claims": shared, "text": claim.text, "table": table, "a": claim.a,
+            "b": claim.b,
             "test": claim.test, "margin": claim.margin, "alpha": ALPHA,
             "pilot": {"seeds": int(row.n), "sd": float(row.sd), "sd_upper": sd_upper},
             "paper_delta": float(row.paper_delta), "paper_base": float(row.paper_base),

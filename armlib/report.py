@@ -85,7 +85,8 @@ def _seed_cell(seeds, planned: set) -> str:
 
 
 # The paper's role → what stood in for it at a scale on synthetic data (rows and captions name what ran).
-_DATA_ROLES = {"Cityscapes Coarse": "synthetic scenes, coarse labels", "Cityscapes Fine": "synthetic scenes, fine labels"}
+_DATA_ROLES = {"Cityscapes Coarse": "synthetic scenes, coarse labels",
+               "Cityscapes Fine": "synthetic scenes, fine labels", "Cityscapes test server": "synthetic val set"}
 
 
 def _what_ran(text: str, scale) -> str:
@@ -543,7 +544,7 @@ def final_claims(out_dir: str | Path = "reports") -> pd.DataFrame:
 
     out_dir = resolve(out_dir)
     folder = out_dir / "results"
-    seeds = with_pilot(read_seed_results(out_dir), out_dir)
+    seeds = stats.unify_experiments(with_pilot(read_seed_results(out_dir), out_dir))
     metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(folder.glob("meta_*.json"))}
     scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), "quick"))
     present = set(seeds.table.unique()) if len(seeds) else set()
@@ -750,8 +751,10 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
         if len(mine):
             parts.append(_claims_table(mine, scale))
         if table is not None and {"mean", "paper", "n_diverged"} <= set(table.columns):
-            skipped = {r.row: r.note for r in table.itertuples() if isinstance(r.note, str) and r.note}
-            summary = stats.summarize(shown[shown.table == key], str(scale.name if scale else ""), skipped, key)
+            # the rows not run at this scale, with the reason, as the notebook wrote them
+            not_run = table[table.note.apply(lambda x: isinstance(x, str) and bool(x))]
+            summary = pd.concat([stats.summarize(shown[shown.table == key], str(scale.name if scale else "")),
+                                 not_run], ignore_index=True)
             parts.append(_summary_table(summary, shown, planned, scale))
             if key == "table6" and metas.get(key, {}).get("tta_mIoU") != "reported classes":
                 parts.append("<p class=bad>These TTA values average every class, the unresolved ones included "

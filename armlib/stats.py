@@ -296,8 +296,8 @@ def unify_experiments(seeds: pd.DataFrame) -> pd.DataFrame:
         return seeds
     seeds = seeds.reindex(columns=list(SEED_COLUMNS))
     named = seeds[seeds.experiment.notna() & (seeds.experiment != "")]
-    runs = named.drop_duplicates(["experiment", "metric", "seed"])[["experiment", "metric", "seed", "value", "status",
-                                                                   "arm_moved"]]
+    runs = named.drop_duplicates(["experiment", "metric", "seed"])[
+        ["experiment", "metric", "seed", "value", "status", "arm_moved"]]
     rows = named[["table", "row", "metric", "experiment"]].drop_duplicates()
     unified = rows.merge(runs, on=["experiment", "metric"])
     rest = seeds[~seeds.index.isin(named.index)]
@@ -439,7 +439,8 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
                          "means": (float(a[a.status == "ok"].value.mean()), float(b[b.status == "ok"].value.mean()))}
     for k in primary_keys:   # the Bonferroni interval beside the raw one: level 1 − α/m over the m comparisons
         c = computed[k]["comp"]
-        half = sps.t.ppf(1 - alpha / (2 * len(primary_keys)), c.n - 1) * c.sd / math.sqrt(c.n) if c.n >= 2 else math.nan
+        half = (sps.t.ppf(1 - alpha / (2 * len(primary_keys)), c.n - 1) * c.sd / math.sqrt(c.n) if c.n >= 2
+                else math.nan)
         computed[k]["bonferroni"] = (c.delta - half, c.delta + half)
     primary_p = [computed[k]["p_test"] for k in primary_keys]
     adjusted = holm(primary_p, alpha) if procedure == HOLM else fixed_sequence(primary_p)
@@ -514,29 +515,33 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
         return pilot
     confirm = evaluate_claims(seeds[seeds.seed.isin(planned)], mine, plan["alpha"], plan["power"],
                               procedure=plan["procedure"], order=order)
-    by_claim = {claim_id: c for c in plan["comparisons"] for claim_id in c["claims"]}
-    notes = []
+    rank = {claim_id: k for k, c in enumerate(plan["comparisons"]) for claim_id in c["claims"]}
+    # a fixed sequence stops at its first comparison not reproduced, whether tested or not run: every later one
+    # stays undecided (evaluate_claims' running maximum covers only the comparisons that ran)
+    first_open = min((rank[r.id] for r in confirm.itertuples() if r.verdict != REPRODUCED), default=len(rank))
+    verdicts, notes = [], []
     for r in confirm.itertuples():
-        c = by_claim[r.id]
+        c = plan["comparisons"][rank[r.id]]
         planned_note = (f"confirmatory seeds {c['seeds'][0]}–{c['seeds'][-1]}" if c["seeds"] else
                         "no confirmatory seed") + f" (plan: n = {c['n_needed']}"
         if not c["funded"]:
             planned_note += (f", not funded within the budget: power {c['power']:.2f} at its {len(c['seeds'])} seeds"
                              if c["seeds"] else ", not funded within the budget")
-        why = str(r.note)
-        if r.verdict == NOT_RUN:
+        verdict, why = r.verdict, str(r.note)
+        if verdict == NOT_RUN:
             why = "no confirmatory seed of this comparison ran"
-        elif r.n >= 2 and not math.isfinite(r.p_adjusted):
-            why = "the fixed sequence stopped at an earlier comparison that could not be tested; " + why
+        elif plan["procedure"] == FIXED_SEQUENCE and rank[r.id] > first_open:
+            verdict, why = INCONCLUSIVE, "the fixed sequence stopped at an earlier comparison; " + why
+        verdicts.append(verdict)
         notes.append(planned_note + "); " + why)
-    confirm = confirm.assign(note=notes, id=confirm.id + "@" + CONFIRMATORY, stage=CONFIRMATORY)
+    confirm = confirm.assign(verdict=verdicts, note=notes, id=confirm.id + "@" + CONFIRMATORY, stage=CONFIRMATORY)
     return pd.concat([confirm, pilot], ignore_index=True)
 
 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
-                 "ci_low", "ci_high", "ci_bonf_low", "ci_bonf_high", "family_size", "ci90_low", "ci90_high", "boot_low", "boot_high", "p", "p_signflip", "p_tost",
-                 "p_holm", "p_adjusted", "procedure", "mde", "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base",
-                 "paper_relative_pct",
+                 "ci_low", "ci_high", "ci_bonf_low", "ci_bonf_high", "family_size", "ci90_low", "ci90_high",
+                 "boot_low", "boot_high", "p", "p_signflip", "p_tost", "p_holm", "p_adjusted", "procedure", "mde",
+                 "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base", "paper_relative_pct",
                  "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
                  "n_diverged_b", "value", "threshold", "seed", "stage")
 
@@ -603,9 +608,8 @@ def one_seed_note(n_seeds: int) -> str | None:
             "two seeds to estimate the seed-to-seed spread. Run more seeds (--seeds) to decide the claims.")
 
 
-__all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect", "seeds_needed",
-           "sd_upper_bound", "tost_power", "tost_seeds_needed", "fixed_sequence", "WORST",
+__all__ = ["PairedComparison", "paired_comparison", "sign_flip_p", "paired_t_power", "minimal_detectable_effect",
+           "seeds_needed", "sd_upper_bound", "tost_power", "tost_seeds_needed", "fixed_sequence", "WORST",
            "tost_p", "holm", "seed_results", "summarize", "evaluate_claims", "threshold_claim",
-           "threshold_claims_frame", "distinct_verdicts", "staged_claims", "unify_experiments", "PILOT", "CONFIRMATORY",
-           "one_seed_note", "VERDICTS", "CLAIM_COLUMNS",
-           "SEED_COLUMNS"]
+           "threshold_claims_frame", "distinct_verdicts", "staged_claims", "unify_experiments", "PILOT",
+           "CONFIRMATORY", "one_seed_note", "VERDICTS", "CLAIM_COLUMNS", "SEED_COLUMNS"]

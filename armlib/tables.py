@@ -163,12 +163,14 @@ def write_training_meta(runs: list[experiments.Run], scale: str, out_dir="report
 
 
 def section_claims(key: str, seeds: pd.DataFrame, scale: str, out_dir="reports") -> pd.DataFrame:
-    """The section's comparison claims, Holm-adjusted over the primary comparisons whose per-seed results
-    exist in ``out_dir`` so far (all of them by the time ``armlib reproduce`` renders the report, which
-    recomputes ``results/claims.csv`` from every per-seed file: that file is the final word)."""
+    """The section's comparison claims over the per-seed results in ``out_dir`` so far, pilot and confirmatory
+    apart under the scale's plan (:func:`armlib.stats.staged_claims`; all of them by the time ``armlib
+    reproduce`` renders the report, which recomputes ``results/claims.csv`` from every per-seed file and the
+    committed pilot: that file is the final word)."""
     everything = pd.concat([results.read_seed_results(out_dir, exclude=key, scale=scale), seeds], ignore_index=True)
     table_claims = {k: sections.claims_for(k, get_scale(scale)) for k in everything.table.unique()}
-    claims = stats.evaluate_claims(everything, table_claims)
+    claims = stats.staged_claims(stats.unify_experiments(everything), table_claims,
+                                 sections.confirmatory_plan(get_scale(scale)))
     return claims[claims.table == key].reset_index(drop=True)
 
 

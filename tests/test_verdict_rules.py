@@ -240,3 +240,14 @@ def test_one_experiment_shows_one_set_of_values_wherever_it_appears():
     unified = stats.unify_experiments(pd.concat([l2, var, other], ignore_index=True))
     per_row = unified.groupby(["table", "row"]).value.apply(list)
     assert per_row.loc[("table2", "input_var")] == per_row.loc[("table2", "norm_l2")] == [67.0, 68.0, 66.5, 69.0]
+
+
+def test_a_fixed_sequence_stops_at_a_comparison_that_did_not_run():
+    """The second comparison of the plan has no seed: the third cannot be confirmed, however small its p."""
+    confirm = _seeds("t", {"a": [11.0, 12.1, 12.9, 14.05, 15.0], "c": [11.0, 12.1, 12.9, 14.05, 15.0],
+                           "base": [10.0, 11, 12, 13, 14]}, first_seed=5)
+    claims = {"t": [Claim(x, "", x, "base", family=PRIMARY) for x in ("a", "b", "c")]}
+    seeds = pd.concat([confirm, _seeds("t", {"b": [11.0]}, first_seed=0)])
+    v = stats.staged_claims(seeds, claims, _plan([("a", list(range(5, 10))), ("b", []), ("c", list(range(5, 10)))]))
+    c = v[v.stage == "confirmatory"].set_index("id").verdict
+    assert list(c[["a@confirmatory", "b@confirmatory", "c@confirmatory"]]) == ["reproduced", "not run", "inconclusive"]
