@@ -474,7 +474,6 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
         mean_b = info["means"][1]
         paper_effect = _paper_effect_at_our_base(base, mean_b)   # what the seeds should be able to detect
         rows.append({**base, **{k: v for k, v in asdict(comp).items()}, "p_tost": info["p_tost"],
-                     "p_holm": p_adjusted if procedure == HOLM else math.nan,
                      "p_adjusted": p_adjusted, "procedure": procedure if info["primary"] else "",
                      **dict(zip(("ci_bonf_low", "ci_bonf_high"), info.get("bonferroni", (math.nan, math.nan)))),
                      "family_size": len(primary_keys) if info["primary"] else math.nan,
@@ -540,7 +539,7 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",
                  "ci_low", "ci_high", "ci_bonf_low", "ci_bonf_high", "family_size", "ci90_low", "ci90_high",
-                 "boot_low", "boot_high", "p", "p_signflip", "p_tost", "p_holm", "p_adjusted", "procedure", "mde",
+                 "boot_low", "boot_high", "p", "p_signflip", "p_tost", "p_adjusted", "procedure", "mde",
                  "alpha", "verdict", "note", "paper_delta", "paper_status", "paper_base", "paper_relative_pct",
                  "paper_effect_at_our_base", "n_needed", "ours_base", "ours_relative_pct", "paper_in_ci", "comparison", "tables", "n_diverged_a",
                  "n_diverged_b", "value", "threshold", "seed", "stage")

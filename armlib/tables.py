@@ -108,7 +108,8 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
 
 
 def show_claims(claims: pd.DataFrame) -> str:
-    """One line per claim: verdict, text, our Δ with its 95 % CI and p (Holm for primaries), the paper's Δ."""
+    """One line per claim: verdict, text, our Δ with its 95 % CI and p (the family-adjusted one for primaries), the
+    paper's Δ; a confirmatory claim (:func:`armlib.stats.staged_claims`) says so."""
     if claims is None or not len(claims):
         return "(no claim can be checked at this scale)"
     lines = []
@@ -117,14 +118,17 @@ def show_claims(claims: pd.DataFrame) -> str:
             lines.append(f"[{c['verdict']}] {c['text']}: {c['metric']} = {c['value']:.4g} ({c['threshold']})")
             continue
         if c["verdict"] == stats.NOT_RUN:
-            lines.append(f"[not run] {c['text']}")
+            stage = " (confirmatory: planned, not run yet)" if c.get("stage") == stats.CONFIRMATORY else ""
+            lines.append(f"[not run] {c['text']}{stage}")
             continue
-        p = c["p_holm"] if c["family"] == "primary" else (c["p_tost"] if c["test"] == "equivalence" else c["p"])
-        pname = "p_holm" if c["family"] == "primary" else ("p_tost" if c["test"] == "equivalence" else "p")
+        p = c["p_adjusted"] if c["family"] == "primary" else (c["p_tost"] if c["test"] == "equivalence" else c["p"])
+        pname = (f"p ({c['procedure']})" if c["family"] == "primary" else
+                 "p_tost" if c["test"] == "equivalence" else "p")
         paper = (c.get("paper_status") or "diverged") if pd.isna(c["paper_delta"]) else f"{c['paper_delta']:+.2f}"
         ci = "" if pd.isna(c["ci_low"]) else f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
         test = "" if pd.isna(p) else f", {pname}={p:.3g}"
-        lines.append(f"[{c['verdict']}] ({c['family']}) {c['text']}: Δ{c['metric']} ours {c['delta']:+.2f}{ci}, "
+        family = c["family"] + (f", {c['stage']}" if isinstance(c.get("stage"), str) and c["stage"] else "")
+        lines.append(f"[{c['verdict']}] ({family}) {c['text']}: Δ{c['metric']} ours {c['delta']:+.2f}{ci}, "
                      f"n={int(c['n'])}{test}; paper {paper} — {c['note']}")
     return "\n".join(lines)
 

@@ -128,12 +128,13 @@ def test_holm_applies_to_the_primary_family_counted_once():
     v = stats.evaluate_claims(seeds, claims).set_index("id")
     assert v.loc["a1", "comparison"] == v.loc["a2", "comparison"] and v.loc["a1", "tables"] == "t1 t2"
     expected = stats.holm([v.loc["a1", "p"], v.loc["x", "p"]])
-    assert v.loc["a1", "p_holm"] == pytest.approx(expected[0]) and v.loc["x", "p_holm"] == pytest.approx(expected[1])
+    assert v.loc["a1", "p_adjusted"] == pytest.approx(expected[0])
+    assert v.loc["x", "p_adjusted"] == pytest.approx(expected[1])
     assert len(stats.distinct_verdicts(v.reset_index())) == 2
     # a secondary claim over the same runs is that primary comparison: same family, same Holm p
     claims["t3"].append(Claim("x2", "", "x", "base"))
     v = stats.evaluate_claims(seeds, claims).set_index("id")
-    assert v.loc["x2", "family"] == "primary" and v.loc["x2", "p_holm"] == v.loc["x", "p_holm"]
+    assert v.loc["x2", "family"] == "primary" and v.loc["x2", "p_adjusted"] == v.loc["x", "p_adjusted"]
 
 
 def test_equivalence_claims_use_tost():
