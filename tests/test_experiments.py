@@ -85,6 +85,7 @@ def test_the_quick_scale_spends_its_plans_seeds_on_planned_rows_and_one_on_the_r
     first = plan["comparisons"][0]
     assert quick.seeds_for(first["a"], first["table"]) == (0, *first["seeds"])
     assert quick.seeds_for("linear_focusing", "table1") == (0,)
+    assert quick.seeds_for("arm@coarse", "table6") == (0,)   # TTA rows: no plan tests them, none budgets their TTA
     assert quick.seeds_for("coarse_arm", "table5", seeds=[0, 1, 2, 3, 4]) == (0, 1, 2, 3, 4)
 
 
