@@ -37,7 +37,7 @@ th,td{border:1px solid #ccc;padding:.25em .5em;overflow-wrap:break-word}th{overf
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#070;font-weight:bold}.bad{color:#b00;font-weight:bold}.muted{color:#777}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}nav li{margin:.1em 0}.claim{font-style:italic}
-ul.verdicts li{margin:.25em 0}
+ul.verdicts li,ol.verdicts li{margin:.25em 0}
 @media (max-width:800px){table{font-size:.75em}th,td{padding:.15em .25em}body{padding:0 .4em}}
 """
 
@@ -617,7 +617,7 @@ def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> str:
         confirm = {c["id"].removesuffix("@confirmatory"): c for c in claims.to_dict("records")
                    if _text(c.get("stage")) == "confirmatory"}
         items = []
-        for k, comparison in enumerate(plan["comparisons"], 1):
+        for comparison in plan["comparisons"]:
             c = confirm.get(comparison["claim"])
             if c is None:
                 continue
@@ -626,10 +626,11 @@ def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> str:
                       else "no seed funded")
             if not comparison["funded"]:
                 funded += f"; needs {comparison['n_needed']}"
-            result = f"{_verdict(c['verdict'])} {_result(c)}" if _tested(c) else "<b>not run yet</b>"
-            items.append(f"<li>{k}. {_short(c, scale)} — {result} <span class=muted>({funded})</span></li>")
+            result = (f"{_verdict(c['verdict'])} {_result(c)}" if _tested(c) else
+                      "<b>not run yet</b>" if seeds else "<b>not funded</b>")
+            items.append(f"<li>{_short(c, scale)} — {result} <span class=muted>({funded})</span></li>")
         out.append(f"<h3>Confirmatory: plan {plan_hash(plan)}, a {html.escape(plan['procedure'])} in the paper's "
-                   f"order at α = {plan['alpha']:g} each</h3><ul class=verdicts>" + "".join(items) + "</ul>")
+                   f"order at α = {plan['alpha']:g} each</h3><ol class=verdicts>" + "".join(items) + "</ol>")
     pilot = [c for c in distinct if c["family"] == "primary" and _text(c.get("stage")) != "confirmatory"]
     if plan is not None:   # in the plan's order, each named by the claim the plan names it by
         named = {c["id"]: c for c in claims.to_dict("records") if _text(c.get("stage")) == "pilot"}
