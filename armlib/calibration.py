@@ -39,13 +39,14 @@ import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
-from armlib.experiments import Run, execute, experiment_id, run_config, signals_as_interrupts
+from armlib.experiments import (ClusterOptions, Run, add_executor_arguments, cluster_options, execute, experiment_id,
+                                 run_config, signals_as_interrupts)
 from armlib.metrics import reported_metrics
-from armlib.runs import CURVES
+from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
 from armlib.parameters import parse_seeds
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.sections import ARM_ROW, get_scale, row
+from armlib.sections import ARM_ROW, SCALES, get_scale, row
 from armlib.stats import minimal_detectable_effect, seeds_needed
 
 CALIBRATION_SEEDS = (100, 101, 102, 103, 104)
@@ -80,15 +81,11 @@ def arm_runs(scale, t: int, seeds, runs_dir, data_root, annotation: str = "coars
             for seed in seeds for name, spec in pair]
 
 
-def _record(r: Run) -> dict:
-    return json.loads(r.record_path.read_text())
-
-
 def curve_table(runs: list[Run]) -> pd.DataFrame:
     """One row per learning-curve run: annotation, T, seed, mIoU, mIoU_all_classes and each class's IoU."""
     rows = []
     for r in runs:
-        rec = _record(r)
+        rec = read_record(r.out)
         rows.append({"annotation": r.spec["annotation"], "T": r.spec["iterations"], "seed": r.seed,
                      "mIoU": rec["metrics"]["mIoU"], "mIoU_all_classes": rec["metrics"].get("mIoU_all_classes"),
                      "train_time_s": rec.get("train_time_s"),
@@ -119,7 +116,7 @@ def arm_table(runs: list[Run], scale=None, data_root="data", unresolved=None) ->
     """One row per (T, annotation, seed): base and ARM mIoU (over the classes not in ``unresolved`` when given,
     else each record's mIoU), ARM's curve at init and at the end, whether and when it moved, and the pull on its
     shape at init (:func:`armlib.arm.shape_pull`, rebuilt exactly as the trainer builds it)."""
-    by_key = {(r.spec["iterations"], r.spec["annotation"], r.seed, r.spec["reweight"]): (r, _record(r))
+    by_key = {(r.spec["iterations"], r.spec["annotation"], r.seed, r.spec["reweight"]): (r, read_record(r.out))
               for r in runs}
     rows = []
     for (t, annotation, seed, reweight), (run, arm) in sorted(by_key.items()):
@@ -241,7 +238,8 @@ def attach(scale_name: str, out_dir: str | Path) -> Path | None:
 
 def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CALIBRATION_SEEDS,
               runs_dir="runs", data_root="data", out_dir: str | Path | None = None, jobs: int | None = None,
-              effect: float = 1.0, alpha: float = 0.01, power: float = 0.8, from_records: bool = False) -> dict:
+              effect: float = 1.0, alpha: float = 0.01, power: float = 0.8, from_records: bool = False,
+              executor: str = "pool", cluster: ClusterOptions | None = None) -> dict:
     """Run the calibration of a scale (rule in the module docstring) and write its files; returns the summary.
 
     ARM is checked at each T in increasing order (coarse labels, then fine), stopping at the first T that meets
@@ -253,6 +251,8 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     calibration cut off by a time limit, its records copied from another machine). The rule stops at the first T
     whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete);
     its cells say "cut off", with the count over the seed pairs that finished, if any; no T is chosen.
+    ``executor`` and ``cluster`` say where the runs train, as for ``armlib reproduce``
+    (:func:`armlib.experiments.execute`).
 
     Raises:
         ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds; with
@@ -270,7 +270,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     def train(runs: list[Run], desc: str) -> list[Run]:
         """The runs with their records: all, after training them; from records, the seed pairs already there."""
         if not from_records:
-            execute(runs, scale, data_root, jobs=jobs, desc=desc)
+            execute(runs, scale, data_root, jobs=jobs, desc=desc, executor=executor, cluster=cluster)
             return runs
         missing.extend(r for r in runs if not r.record_path.exists())
         seeds_done = [seed for seed in dict.fromkeys(r.seed for r in runs)
@@ -320,7 +320,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", default="quick", help="scale to calibrate (default quick)")
+    parser.add_argument("--scale", default="quick", choices=list(SCALES), help="scale to calibrate (default quick)")
     parser.add_argument("--iterations", default=",".join(map(str, DEFAULT_ITERATIONS)),
                         help="candidate T, comma-separated (default %(default)s)")
     parser.add_argument("--seeds", default=",".join(map(str, CALIBRATION_SEEDS)),
@@ -332,6 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-records", action="store_true",
                         help="train nothing: write the files from the records already in --runs-dir (an interrupted "
                              "calibration); runs without a record are listed as missing")
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with signals_as_interrupts():   # a time limit's SIGTERM stops the runs instead of orphaning them
             result = calibrate(args.scale, iterations, parse_seeds(args.seeds), args.runs_dir, args.data_root,
-                               args.out, args.jobs, from_records=args.from_records)
+                               args.out, args.jobs, from_records=args.from_records, executor=args.executor,
+                               cluster=cluster_options(args))
     except KeyboardInterrupt as exc:
         print(f"armlib calibrate: interrupted ({exc.args[0] if exc.args else 'SIGINT'}); every training run was "
               "stopped; the same command resumes from the records and checkpoints", file=sys.stderr)

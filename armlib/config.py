@@ -35,17 +35,19 @@ from pathlib import Path
 
 import yaml
 
+from armlib.confidence import INDICATOR_KINDS
 from armlib.errors import UsageError
 
 DATASETS = ("synth", "cityscapes", "ade20k")
 ANNOTATIONS = ("fine", "coarse", "coarse_extra")
 LOSSES = ("ce", "gce", "kl", "ohem")
 REWEIGHTS = ("none", "arm", "linear")
-INDICATORS = ("var", "std", "logvar", "entropy")
 DEVICES = ("auto", "cpu", "cuda")
-# Fields that change how a run is executed or shown, never what it computes: a resumed run may change them.
-RUNTIME_ONLY = ("device", "num_workers", "threads", "checkpoint_every", "log_every", "curve_every", "quiet",
-                "compile")
+# Fields that change where a run executes or what it prints, never the experiment: a resumed run may change
+# them and the run key (armlib.runs.run_key) leaves them out. ``device`` and ``threads`` are here although a GPU
+# or another thread count rounds differently: the key names the experiment, and the record says where it ran.
+# ``compile`` is not (torch.compile's kernels round differently and it has always been in the committed keys).
+RUNTIME_ONLY = ("device", "num_workers", "threads", "checkpoint_every", "log_every", "curve_every", "quiet")
 
 
 @dataclass
@@ -125,7 +127,7 @@ class TrainConfig:
         _choice("annotation", self.annotation, ANNOTATIONS)
         _choice("loss", self.loss, LOSSES)
         _choice("reweight", self.reweight, REWEIGHTS)
-        _choice("indicator", self.indicator, INDICATORS)
+        _choice("indicator", self.indicator, INDICATOR_KINDS)
         _choice("device", self.device, DEVICES)
         if self.loss == "ohem" and self.reweight != "none":
             raise ValueError(f"reweight={self.reweight!r} with loss='ohem': OHEM is its own row of Table 5 "

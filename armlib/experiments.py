@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from armlib.arm import arm_moved
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.runs import CHECKPOINT, RECORD, run_key
+from armlib.runs import CHECKPOINT, RECORD, read_record, run_key
 from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
                              plan_hash, table_rows)
 
@@ -145,6 +145,26 @@ class ClusterOptions:
     cpus_per_run: int | None = None  # CPU cores of one run (None: the scheduler's default)
     timeout_min: int = 24 * 60       # wall-clock limit of one job; a run past it resumes from its checkpoint
     poll_s: float | None = None      # seconds between state checks (None: 1 locally, 20 on SLURM)
+
+
+def add_executor_arguments(parser) -> None:
+    """``--executor`` (one of :data:`EXECUTORS`) and the submitit job's resources, for every command that
+    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`cluster_options` reads them back."""
+    group = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib train` "
+                                      "processes on this machine; 'submitit-local' and 'slurm' submit one "
+                                      "submitit job per run (on SLURM one job array, --jobs at once)")
+    group.add_argument("--executor", default="pool", choices=EXECUTORS)
+    group.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    group.add_argument("--gpus-per-run", type=int, default=0, metavar="N", help="GPUs per run (submitit)")
+    group.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (submitit)")
+    group.add_argument("--timeout-min", type=int, default=ClusterOptions.timeout_min, metavar="MIN",
+                       help="time limit of one job (submitit); a rerun resumes from the run's checkpoint")
+
+
+def cluster_options(args) -> ClusterOptions:
+    """The :class:`ClusterOptions` of :func:`add_executor_arguments`' parsed arguments."""
+    return ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
+                          cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
 
 
 @contextmanager
@@ -528,7 +548,7 @@ def collect(runs: list[Run]) -> pd.DataFrame:
     ARM curve; :func:`armlib.arm.arm_moved`), run_dir (records must exist)."""
     rows = []
     for r in runs:
-        rec = json.loads(r.record_path.read_text())
+        rec = read_record(r.out)
         m = rec.get("metrics", rec)
         rows.append({"row": r.row, "seed": r.seed, **{k: m.get(k, math.nan) for k in ("aAcc", "mAcc", "mIoU")},
                      "status": rec.get("status", "ok"), "experiment": r.experiment, "arm_moved": arm_moved(rec),

@@ -19,7 +19,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
-from armlib.sections import SECTION_KEYS, get_scale
+from armlib.config import DEVICES
+from armlib.experiments import add_executor_arguments
+from armlib.sections import SCALES, SECTION_KEYS, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
@@ -160,28 +162,20 @@ def _positive_int(text: str) -> int:
 
 
 def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", default="quick", choices=["smoke", "quick", "gpu", "paper"])
+    parser.add_argument("--scale", default="quick", choices=list(SCALES))
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"run only these of {NOTEBOOKS}")
     parser.add_argument("--data-root", default="data",
                         help="datasets: synthetic sets go here; real ones in DIR/cityscapes/ and DIR/ade20k/ "
                              "(relative paths: from the repo root)")
     parser.add_argument("--out-dir", default="reports", help="report, results/ and figures/ go here")
     parser.add_argument("--runs-dir", default="runs", help="one folder per training run")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     parser.add_argument("--jobs", type=_positive_int, help="training runs at once (default: the scale's)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the data, print the planned runs and notebooks, train nothing")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    cluster = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib "
-                                        "train` processes on this machine; 'submitit-local' and 'slurm' submit "
-                                        "one submitit job per run (on SLURM one job array, --jobs at once)")
-    cluster.add_argument("--executor", default="pool", choices=["pool", "submitit-local", "slurm"])
-    cluster.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
-    cluster.add_argument("--gpus-per-run", type=int, default=0, metavar="N", help="GPUs per run (submitit)")
-    cluster.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (submitit)")
-    cluster.add_argument("--timeout-min", type=int, default=24 * 60, metavar="MIN",
-                         help="time limit of one job (submitit); a rerun resumes from the run's checkpoint")
+    add_executor_arguments(parser)
 
 
 def run_reproduce(args) -> int:
@@ -193,8 +187,7 @@ def run_reproduce(args) -> int:
             if args.dry_run:
                 print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
                 return 0
-            cluster = experiments.ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
-                                                 cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
+            cluster = experiments.cluster_options(args)
             index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
                               args.seeds, args.jobs, executor=args.executor, cluster=cluster)
     except KeyboardInterrupt as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from armlib.config import RUNTIME_ONLY
 from armlib.paths import atomic_write_text, public_mode
 
 CHECKPOINT, RECORD, LOG, CURVES = "checkpoint.pt", "record.json", "log.csv", "curves.csv"
@@ -29,12 +30,6 @@ CHECKPOINT, RECORD, LOG, CURVES = "checkpoint.pt", "record.json", "log.csv", "cu
 # generator): a run trained by older code then no longer matches its key and is retrained. tests/test_runs.py
 # fingerprints those sources and fails until this number (and the fingerprint there) is updated.
 TRAINING_CODE_VERSION = 2
-
-# Config fields that cannot change a run's numbers: where it runs and how much it prints. ``device`` and
-# ``threads`` are left out although a GPU or another thread count rounds differently: the key names the
-# experiment, and the record says where it ran.
-NOT_IN_KEY = ("device", "threads", "quiet", "log_every", "curve_every", "checkpoint_every", "num_workers",
-              "data_root")
 
 # Fields added to TrainConfig after runs were committed, each with the default that reproduces the committed
 # behaviour bit for bit. At that default a field is left out of the key, so adding an opt-in field keeps every
@@ -54,13 +49,14 @@ def is_failed(status: str | None) -> bool:
 
 def run_key(config: dict, length: int = 10) -> str:
     """Hex digest naming a run by content: the resolved config (``TrainConfig.to_dict()``, seed included)
-    less :data:`NOT_IN_KEY` and the :data:`OPT_IN_FIELDS` at their default, and :data:`TRAINING_CODE_VERSION`.
+    less :data:`armlib.config.RUNTIME_ONLY` and the :data:`OPT_IN_FIELDS` at their default, and
+    :data:`TRAINING_CODE_VERSION`.
 
     ``data_root`` is left out for synthetic data (the generator's settings, which are in the config, fix the
     data wherever it lies) and kept for real datasets (another folder may hold another copy).
     """
-    fields = {k: v for k, v in config.items()
-              if k not in NOT_IN_KEY and not (k in OPT_IN_FIELDS and v == OPT_IN_FIELDS[k])}
+    fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY and k != "data_root"
+              and not (k in OPT_IN_FIELDS and v == OPT_IN_FIELDS[k])}
     if config.get("dataset", "synth") != "synth":
         fields["data_root"] = str(config.get("data_root"))
     blob = json.dumps({"config": fields, "code": TRAINING_CODE_VERSION}, sort_keys=True, default=str)

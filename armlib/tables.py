@@ -17,7 +17,7 @@ import torch
 from armlib import analysis, arm, experiments, holder, results, sections, stats
 from armlib.parameters import parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
-from armlib.runs import hardware, versions
+from armlib.runs import hardware, read_record, versions
 from armlib.sections import get_scale, get_section
 
 FIGURE_IMAGES = 4          # images painted in Fig. 1 / Fig. 4
@@ -154,7 +154,7 @@ def write_training_meta(runs: list[experiments.Run], scale: str, out_dir="report
     wall time includes training even when it happened in an earlier, interrupted invocation."""
     ends, walls = [], []
     for r in runs:
-        record = json.loads(r.record_path.read_text())
+        record = read_record(r.out)
         ends.append(r.record_path.stat().st_mtime)
         walls.append(float(record.get("wall_time_s", 0.0)))
     span = max(ends) - min(e - w for e, w in zip(ends, walls)) if ends else 0.0
@@ -201,8 +201,8 @@ def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataF
     for r in runs:
         method, column = r.row.split("@")
         metrics = tta_metrics(r, sc, device)
-        status = json.loads(r.record_path.read_text()).get("status", "ok")
-        record = json.loads(r.record_path.read_text())
+        record = read_record(r.out)
+        status = record.get("status", "ok")
         rows.setdefault((method, r.seed), {"row": method, "seed": r.seed}).update(
             {column: metrics["mIoU"], f"status_{column}": status, f"experiment_{column}": r.experiment,
              f"arm_moved_{column}": arm.arm_moved(record)})
@@ -222,7 +222,7 @@ def tta_metrics(run: experiments.Run, scale: sections.Scale, device="auto") -> d
         stored = json.loads(cache.read_text())
         if stored.get("settings") == key:
             return stored["metrics"]
-    record = json.loads(run.record_path.read_text())
+    record = read_record(run.out)
     if record.get("status") == "diverged":
         metrics = {"aAcc": math.nan, "mAcc": math.nan, "mIoU": math.nan}
     else:
@@ -349,7 +349,7 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
     per_seed, rows, claims = [], [], []
     text = sections.get_section("learned_curve").thresholds
     for r in runs:
-        record = json.loads(r.record_path.read_text())
+        record = read_record(r.out)
         if record.get("status") == "diverged" or "arm_curve" not in record:
             rows.append({"seed": r.seed, "status": record.get("status", "no curve")})
             continue

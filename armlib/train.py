@@ -64,10 +64,12 @@ from armlib.data.loading import (AugmentedDataset, ResumableSampler, batches, bu
 from armlib.evaluation import evaluate_model
 from armlib.metrics import reported_metrics, resolved_mask
 from armlib.paths import atomic_write_text, git_revision, resolve
-from armlib.runs import CHECKPOINT, CURVES, LOG, RECORD, _CsvLog, _json_safe, _peak_memory, _truncate_csv, cpu_name, versions
+from armlib.runs import (CHECKPOINT, CURVES, LOG, RECORD, _CsvLog, _json_safe, _peak_memory, _truncate_csv, cpu_name,
+                         versions)
 from armlib.schedule import paper_lr
 from armlib.training.checkpoint import TrainState, load_checkpoint, new_history, save_checkpoint, seed_all
-from armlib.training.distributed import Ranks, barrier, device_for, join_process_group, rank_max_abs_diff, wrap_for_ranks
+from armlib.training.distributed import (Ranks, barrier, device_for, join_process_group, rank_max_abs_diff,
+                                         wrap_for_ranks)
 from armlib.training.step import (CURVE_POINTS, ModelFn, build_criterion, build_model_for, compute_loss,
                                   initial_curve, train_one_step, weight_statistics)
 

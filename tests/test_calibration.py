@@ -162,7 +162,7 @@ def test_calibrate_trains_fine_labels_only_where_coarse_moved_and_stops_at_the_c
     coarse_moved = {800: [True, False], 3200: [True, True]}
     trained = []
 
-    def execute(runs, scale, data_root, jobs=None, desc=""):
+    def execute(runs, scale, data_root, jobs=None, desc="", **where):
         trained.append(desc)
 
     def arm_table(runs, scale=None, data_root="data", unresolved=None):
@@ -274,7 +274,8 @@ def test_calibrate_goes_on_to_the_next_t_when_arm_stays_flat_on_fine_labels(tmp_
                               "base mIoU": 40.0, "ARM mIoU": 40.0 + r.seed % 2}
                              for r in runs if r.spec["reweight"] == "arm"])
 
-    monkeypatch.setattr(calibration, "execute", lambda runs, scale, data_root, jobs=None, desc="": trained.append(desc))
+    monkeypatch.setattr(calibration, "execute", lambda runs, scale, data_root, jobs=None, desc="", **where:
+                        trained.append(desc))
     monkeypatch.setattr(calibration, "curve_table", lambda runs: curves(points))
     monkeypatch.setattr(calibration, "arm_table", arm_table)
     result = calibration.calibrate("smoke", iterations=(800, 1600), seeds=(100, 101), runs_dir=tmp_path,
@@ -284,3 +285,28 @@ def test_calibrate_goes_on_to_the_next_t_when_arm_stays_flat_on_fine_labels(tmp_
     assert result["chosen_T"] == 1600 and result["missing_runs"] == []
     assert result["candidates"]["800"] == {"coarse_cost": pytest.approx(0.1), "arm_moved": "2/2",
                                            "arm_moved_fine": "1/2"}
+
+
+def test_calibrate_sends_its_runs_through_the_chosen_executor(monkeypatch, tmp_path):
+    """`armlib calibrate --executor slurm ...` reaches execute() (it used to train on the local pool only)."""
+    import argparse
+
+    from armlib import calibration
+    from armlib.experiments import ClusterOptions
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def execute(runs, scale, data_root, jobs=None, desc="", executor="pool", cluster=None):
+        seen.append((executor, cluster))
+        raise Stop
+
+    monkeypatch.setattr(calibration, "execute", execute)
+    parser = argparse.ArgumentParser()
+    calibration.add_arguments(parser)
+    args = parser.parse_args(["--scale", "smoke", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"),
+                              "--executor", "slurm", "--slurm-partition", "p", "--gpus-per-run", "2"])
+    with pytest.raises(Stop):
+        calibration.run(args)
+    assert seen == [("slurm", ClusterOptions(partition="p", gpus_per_run=2))]

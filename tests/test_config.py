@@ -142,3 +142,20 @@ def test_paper_configs_follow_the_paper():
     assert (coarse.annotation, fine.annotation) == ("coarse", "fine")
     assert coarse.iterations == fine.iterations == 40_000 and ade.iterations == 160_000
     assert coarse.crop_size == (512, 1024) and ade.crop_size == (512, 512) and ade.dataset == "ade20k"
+
+
+def test_the_config_accepts_exactly_the_indicators_confidence_computes():
+    """One list of indicators: the config's choices are the kinds armlib.confidence implements."""
+    import re
+
+    import torch
+
+    from armlib.confidence import INDICATOR_KINDS, indicator
+    with pytest.raises(ValueError, match="indicator") as refused:
+        TrainConfig(indicator="margin")
+    offered = re.search(r"one of (\[.*?\])", str(refused.value)).group(1)
+    assert offered == str(list(INDICATOR_KINDS))
+    probs = torch.softmax(torch.randn(1, 3, 2, 2), dim=1)
+    for kind in INDICATOR_KINDS:
+        TrainConfig(indicator=kind)
+        assert indicator(probs, kind).shape == (1, 1, 2, 2)

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from armlib import experiments as ex
-from armlib.config import load_config
+from armlib.config import RUNTIME_ONLY, load_config
 from armlib.paths import REPO_ROOT
 from armlib.reproduce import NOTEBOOKS, select
 from armlib import sections as sx
-from armlib.runs import NOT_IN_KEY, run_key
+from armlib.runs import run_key
 
 
 @pytest.mark.parametrize("scale", list(sx.SCALES))
@@ -52,13 +52,13 @@ def test_a_run_folder_is_named_by_content_so_a_changed_config_retrains(tmp_path,
 
 
 def test_run_key_ignores_only_fields_that_cannot_change_a_result():
+    """One list (config.RUNTIME_ONLY) says what a resume may change and what the key leaves out: every other
+    field changes the key (synthetic data_root aside: the generator's settings fix the data)."""
     cfg = load_config(sx.get_scale("smoke").config_for({})).to_dict()
-    assert {"device", "threads", "quiet", "log_every", "curve_every"} <= set(NOT_IN_KEY)
-    for field in NOT_IN_KEY:
-        if field in cfg and field != "data_root":
-            assert run_key({**cfg, field: "changed"}) == run_key(cfg), field
-    for field in ("iterations", "base_lr", "seed", "reweight", "synth_noise"):
-        assert run_key({**cfg, field: "changed"}) != run_key(cfg), field
+    assert {"device", "threads", "quiet", "log_every", "curve_every"} <= set(RUNTIME_ONLY) <= set(cfg)
+    for field in cfg:
+        changed = run_key({**cfg, field: "changed"}) != run_key(cfg)
+        assert changed == (field not in RUNTIME_ONLY and field != "data_root"), field
     real = {**cfg, "dataset": "cityscapes"}
     assert run_key({**real, "data_root": "/a"}) != run_key({**real, "data_root": "/b"})
 
@@ -212,3 +212,20 @@ def test_signals_as_interrupts_raises_once_keeps_ignored_signals_and_restores_ha
     finally:
         signal.signal(signal.SIGTERM, saved[0])
         signal.signal(signal.SIGHUP, saved[1])
+
+
+@pytest.mark.parametrize("command", ["reproduce", "calibrate"])
+def test_commands_offer_the_registries_names(command):
+    """Scale, executor and device names come from their registries (they were literals in reproduce.py, and
+    calibrate had no --executor)."""
+    import argparse
+
+    from armlib import calibration, reproduce
+    from armlib.config import DEVICES
+    parser = argparse.ArgumentParser()
+    {"reproduce": reproduce.add_reproduce_arguments, "calibrate": calibration.add_arguments}[command](parser)
+    choices = {a.dest: a.choices for a in parser._actions}
+    assert list(choices["scale"]) == list(sx.SCALES)
+    assert list(choices["executor"]) == list(ex.EXECUTORS)
+    if "device" in choices:
+        assert list(choices["device"]) == list(DEVICES)

@@ -263,7 +263,8 @@ def committed_records() -> list[tuple[str, dict]]:
 def test_every_committed_gpu_record_still_maps_to_its_folders_key():
     """A GPU session resumes from the committed records only while today's code gives each its folder's key: a
     config field added since (a GPU-resident data path, say) must default to the committed behaviour and be listed
-    in armlib.runs.OPT_IN_FIELDS (or NOT_IN_KEY, if it cannot change a number), or every record is orphaned."""
+    in armlib.runs.OPT_IN_FIELDS (or armlib.config.RUNTIME_ONLY, if it cannot change a number), or every record
+    is orphaned."""
     from armlib.config import TrainConfig
     from armlib.runs import run_key
 

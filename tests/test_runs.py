@@ -8,10 +8,10 @@ from armlib.runs import TRAINING_CODE_VERSION
 
 PACKAGE = Path(armlib.__file__).parent
 # The code between a config and a result: trainer, losses, ARM, models, data generator and loading, evaluation.
-TRAINING_CODE = ("train.py", "training/*.py", "losses.py", "arm.py", "fused.py", "confidence.py", "schedule.py", "evaluation.py",
-                 "metrics.py", "models/*.py", "data/scenes.py", "data/synth.py", "data/coarse.py", "data/geometry.py",
-                 "data/labels.py", "data/transforms.py", "data/loading.py", "data/cityscapes.py", "data/folder.py",
-                 "data/ade20k.py")
+TRAINING_CODE = ("train.py", "training/*.py", "losses.py", "arm.py", "fused.py", "confidence.py", "schedule.py",
+                 "evaluation.py", "metrics.py", "models/*.py", "data/scenes.py", "data/synth.py", "data/coarse.py",
+                 "data/geometry.py", "data/labels.py", "data/transforms.py", "data/loading.py", "data/cityscapes.py",
+                 "data/folder.py", "data/ade20k.py")
 # TRAINING_CODE_VERSION → fingerprint of TRAINING_CODE at that version.
 FINGERPRINTS = {1: "13ea0250371095f4", 2: "241619426275bf1f"}
 
@@ -66,3 +66,37 @@ def test_every_opt_in_field_is_a_config_field_with_that_default():
     defaults = TrainConfig().to_dict()
     for name, default in runs.OPT_IN_FIELDS.items():
         assert name in defaults and defaults[name] == default, name
+
+
+def test_a_resume_may_change_exactly_the_runtime_fields(tmp_path):
+    """The checkpoint's config check and the run key read the same list: a field a resume may change is one
+    the key leaves out, and a field in the key (compile, iterations) is refused."""
+    import pytest
+    import torch
+
+    from armlib.config import RUNTIME_ONLY, TrainConfig
+    from armlib.training.checkpoint import TrainState, load_checkpoint, new_history, save_checkpoint
+    from armlib.training.distributed import Ranks
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainState(model, None, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0))
+    cfg = TrainConfig(dataset="synth", device="cpu")
+    save_checkpoint(tmp_path / "c.pt", cfg, state, 3, new_history(), 2, torch.device("cpu"), Ranks())
+    runtime = {"device": "auto", "num_workers": 3, "threads": 2, "checkpoint_every": 7, "log_every": 3,
+               "curve_every": 5, "quiet": True}
+    assert set(runtime) == set(RUNTIME_ONLY)
+    assert load_checkpoint(tmp_path / "c.pt", cfg.replace(**runtime), state, 2, Ranks(), torch.device("cpu"))[0] == 3
+    for field, value in (("compile", True), ("iterations", 7)):
+        with pytest.raises(ValueError, match=field):
+            load_checkpoint(tmp_path / "c.pt", cfg.replace(**{field: value}), state, 2, Ranks(), torch.device("cpu"))
+
+
+def test_records_are_read_through_read_record():
+    """One reader of record.json (runs.read_record), so a change to what a record holds has one place to go."""
+    import re
+
+    inline = [f"{path.relative_to(PACKAGE)}: {m.group(0)}" for path in sorted(PACKAGE.rglob("*.py"))
+              if path.name != "runs.py"
+              for m in re.finditer(r"json\.loads?\([^\n]*record[^\n]*", path.read_text())]
+    assert not inline, inline
