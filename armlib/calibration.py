@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
+from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
+                                      coarse_cost)
 from armlib.experiments import (ClusterOptions, Run, add_executor_arguments, cluster_options, execute, experiment_id,
                                  run_config, signals_as_interrupts)
 from armlib.metrics import reported_metrics
@@ -51,15 +53,10 @@ from armlib.stats import minimal_detectable_effect, seeds_needed
 
 CALIBRATION_SEEDS = (100, 101, 102, 103, 104)
 MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 8 % of its fine mIoU
-# A class is unresolved when its IoU stays below this (points) in every learning-curve run, fine labels included:
-# 0.2 for person after 3200 fine-label steps is a few stray pixels, not a class the model has learnt.
-UNRESOLVED_IOU = 1.0
 DEFAULT_ITERATIONS = (800, 1600, 3200)
 RULE_HISTORY = ("The fine-label clause was added on 2026-11-30, after the quick reference showed ARM's curve flat in "
                 "one fine-label reporting seed (seed 1); the first rule checked coarse labels only.")
 ANNOTATIONS = ("coarse", "fine")   # ARM must move on both (coarse first: fine is trained only where coarse passed)
-CURVE_FILE, ARM_FILE, SUMMARY_FILE = "learning_curve.csv", "arm_learns.csv", "calibration.json"
-CALIBRATION_DIR = "calibration"   # reports/<scale>/<this>/ holds the three files; the report reads <out_dir>/<this>/
 
 
 def _run(spec: dict, seed: int, scale, runs_dir, data_root, label: str) -> Run:
@@ -136,23 +133,6 @@ def arm_table(runs: list[Run], scale=None, data_root="data", unresolved=None) ->
                      "W(-1)": w1[0], "W(0)": w1[len(w1) // 2], "W(+1)": w1[-1],
                      "W(-1) init": w0[0], "W(0) init": w0[len(w0) // 2], "W(+1) init": w0[-1]})
     return pd.DataFrame(rows)
-
-
-def cost_column(curves: pd.DataFrame) -> str:
-    """The learning-curve column the calibration measures: ``mIoU_all_classes`` where the file has it for every
-    run, else ``mIoU`` (files written before that column existed, when mIoU covered every class)."""
-    return ("mIoU_all_classes" if "mIoU_all_classes" in curves and curves["mIoU_all_classes"].notna().all()
-            else "mIoU")
-
-
-def coarse_cost(curves: pd.DataFrame, t: int) -> float:
-    """(fine − coarse) / fine mIoU of the base model at T (a share, 0.13 = 13 %).
-
-    Over every class (``mIoU_all_classes`` where the file has it): the calibration decides which classes are
-    unresolved, so a rerun after the scale's config lists them must still measure the same quantity.
-    """
-    at = curves[curves["T"] == t].set_index("annotation")[cost_column(curves)]
-    return float((at["fine"] - at["coarse"]) / at["fine"])
 
 
 def unresolved_classes(curves: pd.DataFrame) -> list[str]:

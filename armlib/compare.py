@@ -1,7 +1,7 @@
 """`armlib compare REFERENCE_DIR MY_DIR`: does a rerun agree with a committed reference, claim by claim?
 
-Both folders are report folders (``armlib reproduce --out-dir``). Their ``results/claims.csv`` are recomputed from
-the per-seed files (:func:`armlib.report.final_claims`), so the comparison rests on the raw results alone. A
+Both folders are report folders (``armlib reproduce --out-dir``). Their claims are evaluated afresh from the
+result files (:func:`armlib.verdicts.evaluate`, nothing written), so the comparison rests on the raw results. A
 comparison claim *agrees* when the verdicts match and each mean Δ lies inside the other's 95 % interval (two
 runs of one experiment on different machines differ within seed noise, not more); a threshold claim agrees when
 its verdict matches. Everything else is listed as differing, with both numbers.
@@ -15,6 +15,7 @@ import os
 import pandas as pd
 
 from armlib.errors import check_report_dir
+from armlib.verdicts import evaluate
 
 
 def _inside(x: float, low: float, high: float) -> bool | None:
@@ -25,10 +26,8 @@ def _inside(x: float, low: float, high: float) -> bool | None:
 
 def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd.DataFrame:
     """One row per claim present in either folder: id, both verdicts and Δ, and ``agrees`` (bool) with ``why``."""
-    from armlib.report import final_claims
-
-    ref = final_claims(check_report_dir(reference, "REFERENCE")).set_index("id")
-    new = final_claims(check_report_dir(mine, "MINE")).set_index("id")
+    ref = evaluate(check_report_dir(reference, "REFERENCE")).set_index("id")
+    new = evaluate(check_report_dir(mine, "MINE")).set_index("id")
     rows = []
     for cid in list(dict.fromkeys([*ref.index, *new.index])):
         if cid not in ref.index or cid not in new.index:

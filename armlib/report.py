@@ -1,10 +1,11 @@
 """Render ``<out_dir>/index.html``: one self-contained page (figures inlined), readable offline.
 
-Reads only files the notebooks wrote under ``<out_dir>`` (:mod:`armlib.results`): the per-seed results, the
-summaries, the threshold claims, the meta files and ``figures/<section>*.png``; recomputes every comparison claim
-from the per-seed files (:func:`final_claims`). When ``armlib calibrate`` wrote ``<out_dir>/calibration/``
-(:mod:`armlib.calibration`), a Calibration section says why the scale's T is what it is
-(:func:`read_calibration`). No number is typed into the report by hand.
+Reads only files under ``<out_dir>``: the notebooks' result files (:mod:`armlib.results`: per-seed results,
+summaries, meta files, ``figures/<section>*.png``) and the verdicts of every claim, ``results/claims.csv``, which
+:func:`armlib.verdicts.write` evaluates once from them (``armlib report`` and ``armlib reproduce`` run it first).
+When ``armlib calibrate`` wrote ``<out_dir>/calibration/``, a Calibration section says why the scale's T is what
+it is (:func:`armlib.calibration_files.read_calibration`). It computes no verdict and imports nothing that trains
+(an import-linter contract in pyproject.toml). No number is typed into the report by hand.
 """
 from __future__ import annotations
 
@@ -15,20 +16,19 @@ import math
 import os
 import platform
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from armlib import stats
+from armlib import stats, verdicts
 from armlib.arm import MOVED_THRESHOLD
-from armlib.calibration import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, coarse_cost,
-                                cost_column)
+from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, Calibration,
+                                      cost_column, read_calibration)
 from armlib.errors import UsageError, check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import read_csv, read_seed_results
+from armlib.results import read_csv, read_seed_results, with_pilot
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -254,142 +254,10 @@ def _figures(folder: Path, key: str) -> str:
     return "".join(out)
 
 
-# --- Calibration: armlib calibrate's files under <out_dir>/calibration/ (armlib.calibration writes them) -------
+# --- Calibration: armlib calibrate's files under <out_dir>/calibration/ (armlib.calibration_files reads them) ---
 
 CALIBRATION_FIGURE = "calibration_learning_curve"   # plots.calibration_learning_curve saves figures/<this>.png
 # (tests/test_calibration_report.py fails if the two names part); no section key is a prefix of it
-CURVE_COLUMNS = ("annotation", "T", "seed", "mIoU")
-ARM_COLUMNS = ("T", "seed", "base mIoU", "ARM mIoU", "shape change", "moved", "suppression",
-               "W(-1) init", "W(0) init", "W(+1) init", "W(-1)", "W(0)", "W(+1)")
-_REWRITE = "rerun `armlib calibrate` to rewrite the folder"
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The three files of ``<out_dir>/calibration/``, checked: ``summary`` is ``calibration.json``, ``curves``
-    ``learning_curve.csv`` and ``arms`` ``arm_learns.csv`` (no rows when ARM was trained at no T)."""
-    folder: Path
-    summary: dict
-    curves: pd.DataFrame
-    arms: pd.DataFrame
-
-
-def _key(mapping, key: str, path: Path, where: str = ""):
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise UsageError(f"{path}: missing key {where}{key!r}; expected the keys `armlib calibrate` writes "
-                         f"({_REWRITE})")
-    return mapping[key]
-
-
-def _number(value, path: Path, where: str, null: bool = True) -> float:
-    """A JSON number (with ``null``, null too: an SD from one seed is NaN or null); UsageError naming ``where``
-    otherwise."""
-    if value is None and null:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{path}: {where} must be a number, got {value!r}")
-    return float(value)
-
-
-def _calibration_csv(path: Path, columns, rows_optional: bool = False) -> pd.DataFrame:
-    """A calibration CSV with ``columns`` (not checked on a file without rows when ``rows_optional``)."""
-    if not path.exists():
-        raise UsageError(f"{path} is missing but {SUMMARY_FILE} is there: the folder is incomplete ({_REWRITE})")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable CSV ({' '.join(str(exc).split())})") from exc
-    if rows_optional and not len(frame):
-        return frame
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UsageError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; expected the columns "
-                         f"`armlib calibrate` writes ({_REWRITE})")
-    for c in ("T", "seed", "mIoU", "base mIoU", "ARM mIoU"):
-        if c in frame.columns and len(frame) and not pd.api.types.is_numeric_dtype(frame[c]):
-            raise UsageError(f"{path}: column {c!r} must hold numbers, got {frame[c].dtype} values")
-    return frame
-
-
-def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
-    """``<out_dir>/calibration/``'s files, checked before anything is rendered; None when there is no
-    ``calibration.json`` (the scale was not calibrated).
-
-    Checks what the report relies on: the keys of ``calibration.json`` (the power figures only when a T was
-    chosen), the columns of both CSVs (``arm_learns.csv`` may have no rows: ARM is trained only at a T whose
-    coarse cost meets the criterion), and that the coarse cost recorded per T is the one the learning curve gives
-    (:func:`armlib.calibration.coarse_cost`), so the table and the figure cannot come from two calibrations.
-
-    Raises:
-        UsageError: one line naming the file and the key or column: malformed JSON, a missing key or column, a
-            CSV missing while ``calibration.json`` is there, or a recorded coarse cost the learning curve
-            contradicts.
-    """
-    folder = resolve(out_dir) / CALIBRATION_DIR
-    path = folder / SUMMARY_FILE
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-                         f"{_REWRITE}") from exc
-    for key in ("rule", "candidates", "chosen_T", "unresolved_classes"):
-        _key(summary, key, path)
-    candidates, chosen = summary["candidates"], summary["chosen_T"]
-    if not isinstance(candidates, dict) or not candidates:
-        raise UsageError(f"{path}: 'candidates' must map each candidate T to its coarse_cost and arm_moved, "
-                         f"got {candidates!r}")
-    for t, c in candidates.items():
-        if not str(t).isdigit():
-            raise UsageError(f"{path}: candidate {t!r} is not a number of steps T")
-        _number(_key(c, "coarse_cost", path, f"candidates.{t}."), path, f"candidates.{t}.coarse_cost")
-        # arm_moved_fine is absent from files written before the rule checked fine labels
-        for key in ("arm_moved", "arm_moved_fine") if "arm_moved_fine" in c else ("arm_moved",):
-            if not isinstance(_key(c, key, path, f"candidates.{t}."), str):
-                raise UsageError(f"{path}: candidates.{t}.{key} must be \"k/n\" or \"not run\", got {c[key]!r}")
-    if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int)):
-        raise UsageError(f"{path}: 'chosen_T' must be a number of steps or null, got {chosen!r}")
-    if not isinstance(summary.get("missing_runs", []), list):   # absent from files written before it existed
-        raise UsageError(f"{path}: 'missing_runs' must be a list of runs, got {summary['missing_runs']!r}")
-    if not isinstance(summary["unresolved_classes"], list):
-        raise UsageError(f"{path}: 'unresolved_classes' must be a list of class names, "
-                         f"got {summary['unresolved_classes']!r}")
-    if chosen is not None:
-        _number(_key(summary, "paired_sd", path), path, "paired_sd")
-        if "paired_sd_fine" in summary:   # absent from files written before the rule checked fine labels
-            _number(summary["paired_sd_fine"], path, "paired_sd_fine")
-        target = _key(summary, "power_target", path)
-        for key in ("effect", "alpha", "power", "seeds_needed"):
-            _number(_key(target, key, path, "power_target."), path, f"power_target.{key}", null=key == "seeds_needed")
-        mde = _key(summary, "mde_at", path)
-        if not isinstance(mde, dict):
-            raise UsageError(f"{path}: 'mde_at' must map a number of seeds n to the MDE, got {mde!r}")
-        for n, value in mde.items():
-            _number(value, path, f"mde_at.{n}")
-        fine_mde = summary.get("mde_fine_at", {})   # absent from files written before the fine-label check
-        if not isinstance(fine_mde, dict):
-            raise UsageError(f"{path}: 'mde_fine_at' must map a number of seeds n to the MDE, got {fine_mde!r}")
-        for n, value in fine_mde.items():
-            _number(value, path, f"mde_fine_at.{n}")
-    curves = _calibration_csv(folder / CURVE_FILE, CURVE_COLUMNS)
-    arms = _calibration_csv(folder / ARM_FILE, ARM_COLUMNS, rows_optional=True)
-    for t, c in candidates.items():
-        try:
-            measured = coarse_cost(curves, int(t))
-        except (KeyError, TypeError, ValueError):   # no fine or no coarse run at T, or several of one
-            raise UsageError(f"{folder / CURVE_FILE}: no single fine and coarse run at T = {t}, which "
-                             f"{SUMMARY_FILE} lists as a candidate ({_REWRITE})") from None
-        recorded = float(c["coarse_cost"]) if c["coarse_cost"] is not None else math.nan
-        if not (math.isclose(measured, recorded, rel_tol=1e-9, abs_tol=1e-12)
-                or (math.isnan(measured) and math.isnan(recorded))):
-            raise UsageError(f"{path}: candidates.{t}.coarse_cost is {recorded:.6g} but {CURVE_FILE} gives "
-                             f"{measured:.6g}; the files come from two calibrations ({_REWRITE})")
-    return Calibration(folder, summary, curves, arms)
-
-
 def _pct(share) -> str:
     return "—" if share is None or (isinstance(share, float) and math.isnan(share)) else f"{100 * share:.1f} %"
 
@@ -534,48 +402,12 @@ def _model_roles(scales: set[str]) -> str:
     return "; ".join(parts) or "—"
 
 
-def final_claims(out_dir: str | Path = "reports") -> pd.DataFrame:
-    """Every claim of every section from the result files alone: comparisons recomputed from the per-seed files
-    (Holm over the whole primary family), threshold claims as their notebooks wrote them. Written to
-    ``results/claims.csv``; the report shows these."""
-    from armlib.sections import SCALES, SECTION_KEYS, SECTIONS, claims_for
-
-    from armlib.sections import confirmatory_plan
-
-    out_dir = resolve(out_dir)
-    folder = out_dir / "results"
-    seeds = stats.unify_experiments(with_pilot(read_seed_results(out_dir), out_dir))
-    metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(folder.glob("meta_*.json"))}
-    scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), "quick"))
-    present = set(seeds.table.unique()) if len(seeds) else set()
-    comparisons = stats.staged_claims(seeds, {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
-                                      confirmatory_plan(scale)) if present else None
-    frames = [comparisons] if comparisons is not None else []
-    for s in SECTIONS:
-        if s.key in present:
-            continue
-        thresholds = read_csv(folder / f"claims_{s.key}.csv")
-        if thresholds is not None:
-            frames.append(thresholds)
-    claims = pd.concat(frames, ignore_index=True) if frames else stats.threshold_claims_frame([])
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "claims.csv", claims.to_csv(index=False))
-    return claims
-
-
-PILOT_DIR = "pilot"   # <out_dir>/pilot/*_seeds.csv: the committed pilot a confirmatory plan was sized on
-
-
-def with_pilot(seeds: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
-    """The per-seed results plus the committed pilot's (``<out_dir>/pilot/``) for the seeds the results lack:
-    the pilot's seeds are not retrained by default, and stay reported."""
-    pilot_files = sorted((out_dir / PILOT_DIR).glob("*_seeds.csv"))
-    if not pilot_files:
-        return seeds
-    pilot = pd.concat([read_csv(p) for p in pilot_files], ignore_index=True).astype({"seed": int})
-    keys = ["table", "row", "seed", "metric"]
-    merged = pd.concat([seeds, pilot], ignore_index=True)
-    return merged.drop_duplicates(keys, keep="first").reset_index(drop=True)
+def _claims(out_dir: Path) -> pd.DataFrame:
+    claims = verdicts.read(out_dir)
+    if claims is None and any((out_dir / "results").glob("*_seeds.csv")):
+        raise UsageError(f"{out_dir / 'results'} has per-seed results but no {verdicts.CLAIMS_FILE}: run `armlib "
+                         "report` (it evaluates the claims first) or armlib.verdicts.write")
+    return claims if claims is not None else stats.threshold_claims_frame([])
 
 
 def reference_summary(out_dir: str | os.PathLike) -> str:
@@ -708,7 +540,7 @@ def _row_seeds(seeds: pd.DataFrame, planned: set) -> str:
 
 
 def render(out_dir: str | os.PathLike = "reports") -> Path:
-    """Build ``<out_dir>/index.html`` (and ``results/claims.csv``) from the result files; return its path.
+    """Build ``<out_dir>/index.html`` from the result files and ``results/claims.csv``; return its path.
 
     On top, before any table: a forest plot of every tested comparison and the verdicts as a list; then the setup
     with each row's seeds (pilot and confirmatory apart), the calibration and the sections. Every table shows the
@@ -717,7 +549,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     ``figures/calibration_learning_curve.png`` is drawn; without it the section says the scale was not calibrated.
 
     Raises:
-        UsageError: a calibration file is malformed (:func:`read_calibration`); nothing is written then.
+        UsageError: a calibration file is malformed (:func:`read_calibration`), or there are per-seed results
+            but no ``results/claims.csv`` (run :func:`armlib.verdicts.write` first); nothing is written then.
     """
     from armlib.sections import SCALES, SECTIONS, confirmatory_plan
 
@@ -725,7 +558,7 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     results, figures = out_dir / "results", out_dir / "figures"
     calibration = read_calibration(out_dir)   # first: a malformed calibration file stops before anything is written
     metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))}
-    claims = final_claims(out_dir)
+    claims = _claims(out_dir)
     scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), ""))
     plan = confirmatory_plan(scale) if scale is not None else None
     planned = {x for c in plan["comparisons"] for x in c["seeds"]} if plan else set()
@@ -817,6 +650,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """``armlib report``: evaluate every claim (:func:`armlib.verdicts.write`), then render the page."""
     check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
+    verdicts.write(args.out_dir)
     print(render(args.out_dir))
     return 0

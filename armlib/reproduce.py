@@ -59,7 +59,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
     """
     import papermill
 
-    from armlib import calibration, experiments, report, results, tables
+    from armlib import calibration, experiments, report, results, tables, verdicts
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
@@ -79,6 +79,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
             papermill.execute_notebook(str(notebook_path(key)), str(executed / f"{key}.ipynb"), parameters=params,
                                        cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3")
             tqdm.write(f"{key}: {time.perf_counter() - start:.0f} s") if progress else None
+        verdicts.write(out_dir)   # once, after every section's results exist
         return report.render(out_dir)
 
 
@@ -127,6 +128,9 @@ def make_goldens(only: list[str] | None = None) -> list[Path]:
                                    cwd=str(GOLDEN_DIR), progress_bar=False, kernel_name="python3")
         tidy_golden(target)
         written.append(target)
+    from armlib import verdicts
+
+    verdicts.write(GOLDEN_PARAMETERS["out_dir"])   # the comparison sections' claims, as reproduce evaluates them
     results = resolve(GOLDEN_PARAMETERS["out_dir"]) / "results"
     GOLDEN_RESULTS.mkdir(parents=True, exist_ok=True)
     for path in sorted(results.glob("*.csv")):

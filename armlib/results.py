@@ -7,11 +7,12 @@ Per section ``<key>``:
 * ``<key>.csv`` — the section's summary (tables: mean ± std over finished seeds beside the paper, the seeds and
   the diverged seeds counted; figures: the measured table, e.g. the learned curves per seed with W at init and
   at the end);
-* ``claims_<key>.csv`` — one row per claim, :data:`armlib.stats.CLAIM_COLUMNS`;
+* ``claims_<key>.csv`` — one row per claim, :data:`armlib.stats.CLAIM_COLUMNS`: the threshold claims a figure
+  section measured, or a comparison section's rows of ``claims.csv``;
 * ``meta_<key>.json`` — provenance (scale, seeds, git revision, hardware, package versions, wall time).
 
-``claims.csv`` (all sections, Holm over the whole primary family) is written by the report from the per-seed
-files alone, so anyone can re-analyse a committed reference without its runs.
+``claims.csv`` (all sections, Holm over the whole primary family) is written by :func:`armlib.verdicts.write`
+from these files alone, so anyone can re-analyse a committed reference without its runs.
 """
 from __future__ import annotations
 
@@ -85,3 +86,18 @@ def read_seed_results(out_dir: str | Path, exclude: str | None = None, scale: st
     if not frames:
         return pd.DataFrame(columns=list(SEED_COLUMNS))
     return pd.concat(frames, ignore_index=True).astype({"seed": int})
+
+
+PILOT_DIR = "pilot"   # <out_dir>/pilot/*_seeds.csv: the committed pilot a confirmatory plan was sized on
+
+
+def with_pilot(seeds: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """The per-seed results plus the committed pilot's (``<out_dir>/pilot/``) for the seeds the results lack:
+    the pilot's seeds are not retrained by default, and stay reported."""
+    pilot_files = sorted((out_dir / PILOT_DIR).glob("*_seeds.csv"))
+    if not pilot_files:
+        return seeds
+    pilot = pd.concat([read_csv(p) for p in pilot_files], ignore_index=True).astype({"seed": int})
+    keys = ["table", "row", "seed", "metric"]
+    merged = pd.concat([seeds, pilot], ignore_index=True)
+    return merged.drop_duplicates(keys, keep="first").reset_index(drop=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from armlib import analysis, arm, experiments, holder, results, sections, stats
+from armlib import analysis, arm, experiments, holder, results, sections, stats, verdicts
 from armlib.parameters import parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, read_record, versions
@@ -36,7 +36,7 @@ def start(key: str, scale: str) -> float:
 def finish(key: str, claims: pd.DataFrame, started: float, scale: str, seeds=None, data_root="data",
            device="auto", out_dir="reports", runs_dir="runs", jobs=None) -> str:
     """Write ``results/meta_<key>.json`` (provenance + finding) and return the finding sentence."""
-    text = finding(claims)
+    text = verdicts.finding(claims)
     sc = get_scale(scale)
     seeds = parse_seeds(seeds)
     meta = {"key": key, "scale": scale, "seeds": list(sc.seeds if seeds is None else seeds),
@@ -48,20 +48,6 @@ def finish(key: str, claims: pd.DataFrame, started: float, scale: str, seeds=Non
         meta["tta_mIoU"] = "reported classes"
     atomic_write_text(resolve(out_dir) / "results" / f"meta_{key}.json", json.dumps(meta, indent=1))
     return text
-
-
-def finding(claims: pd.DataFrame) -> str:
-    """One honest sentence from the verdicts, counting each distinct comparison once."""
-    if claims is None or not len(claims):
-        return "No claim is tested in this section: it describes the data (see the table)."
-    distinct = stats.distinct_verdicts(claims)
-    counts = distinct.verdict.value_counts()
-    parts = [f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts]
-    s = f"{len(distinct)} distinct claim{'s' if len(distinct) != 1 else ''}: " + ", ".join(parts) + "."
-    failed = distinct[distinct.verdict.isin([stats.CONTRADICTED, stats.FAILS])].text.tolist()
-    if failed:
-        s += " Contradicted or failed: " + "; ".join(failed) + "."
-    return s
 
 
 def setup(scale: str) -> dict:
@@ -166,18 +152,6 @@ def write_training_meta(runs: list[experiments.Run], scale: str, out_dir="report
     return meta
 
 
-def section_claims(key: str, seeds: pd.DataFrame, scale: str, out_dir="reports") -> pd.DataFrame:
-    """The section's comparison claims over the per-seed results in ``out_dir`` so far, pilot and confirmatory
-    apart under the scale's plan (:func:`armlib.stats.staged_claims`; all of them by the time ``armlib
-    reproduce`` renders the report, which recomputes ``results/claims.csv`` from every per-seed file and the
-    committed pilot: that file is the final word)."""
-    everything = pd.concat([results.read_seed_results(out_dir, exclude=key, scale=scale), seeds], ignore_index=True)
-    table_claims = {k: sections.claims_for(k, get_scale(scale)) for k in everything.table.unique()}
-    claims = stats.staged_claims(stats.unify_experiments(everything), table_claims,
-                                 sections.confirmatory_plan(get_scale(scale)))
-    return claims[claims.table == key].reset_index(drop=True)
-
-
 def reproduce_table(table: str, scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",
                     runs_dir="runs", jobs=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tables 1–6: runs → per-seed results → mean ± std beside the paper → claims; writes the result files."""
@@ -187,8 +161,8 @@ def reproduce_table(table: str, scale="quick", seeds=None, data_root="data", dev
         records = experiments.run_table(table, scale, seeds, runs_dir, data_root, device, jobs)
     per_seed = stats.seed_results(records, table)
     summary = stats.summarize(per_seed, scale, sections.skipped_rows(table, get_scale(scale), data_root), table)
-    claims = section_claims(table, per_seed, scale, out_dir)
-    results.write_section(out_dir, table, per_seed=per_seed, summary=summary, claims=claims)
+    claims = verdicts.section_claims(table, per_seed, scale, out_dir)
+    results.write_section(out_dir, table, per_seed=per_seed, summary=summary)
     return summary, claims
 
 
@@ -242,8 +216,8 @@ def noise_sweep(scale="quick", seeds=None, data_root="data", device="auto", out_
     finished = per_seed[per_seed.status == "ok"].assign(method=split[0], noise=split[1].astype(float))
     summary = (finished.groupby(["noise", "method"], sort=True)["value"]
                .agg(mean="mean", std="std", n="count").reset_index().assign(scale=sc.name))
-    claims = stats.evaluate_claims(per_seed, {"noise_sweep": sections.noise_claims(sc.noise_levels)})
-    results.write_section(out_dir, "noise_sweep", per_seed=per_seed, summary=summary, claims=claims)
+    claims = verdicts.section_claims("noise_sweep", per_seed, scale, out_dir)
+    results.write_section(out_dir, "noise_sweep", per_seed=per_seed, summary=summary)
     return summary, claims
 
 

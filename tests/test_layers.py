@@ -22,3 +22,17 @@ def test_the_contract_can_fail(monkeypatch, tmp_path):
     (tmp_path / "pyproject.toml").write_text(broken)
     monkeypatch.chdir(ROOT)
     assert lint_imports(config_filename=str(tmp_path / "pyproject.toml")) != 0
+
+
+def test_the_renderer_contract_can_fail(monkeypatch, tmp_path):
+    """The renderer's contract with a module it does import (stats) added to the forbidden ones is broken: the
+    contract sees the renderer's imports and is not vacuous."""
+    from importlinter.cli import lint_imports
+
+    text = (ROOT / "pyproject.toml").read_text()
+    start = text.index("[tool.importlinter]")
+    broken = text[start:].replace('forbidden_modules = ["armlib.train",', 'forbidden_modules = ["armlib.stats", "armlib.train",')
+    assert broken != text[start:]
+    (tmp_path / "pyproject.toml").write_text(broken)
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(tmp_path / "pyproject.toml")) != 0

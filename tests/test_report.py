@@ -8,8 +8,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from armlib import report, results, stats  # noqa: E402
-from armlib.sections import SECTIONS, TABLE_CLAIMS  # noqa: E402
+from armlib import report, results, stats, verdicts  # noqa: E402
+from armlib.sections import SECTIONS  # noqa: E402
 
 
 def records(rows: dict[str, list[float]], status: dict | None = None) -> pd.DataFrame:
@@ -31,10 +31,10 @@ def test_summary_keeps_every_seed_and_counts_the_diverged():
 
 
 def write(tmp_path, table, rec):
+    """A section's per-seed and summary files as its notebook writes them, then the verdicts (reproduce's order)."""
     per_seed = stats.seed_results(rec, table)
-    claims = stats.evaluate_claims(per_seed, {table: TABLE_CLAIMS[table]})
-    results.write_section(tmp_path, table, per_seed=per_seed, summary=stats.summarize(per_seed, "quick"),
-                          claims=claims)
+    results.write_section(tmp_path, table, per_seed=per_seed, summary=stats.summarize(per_seed, "quick"))
+    verdicts.write(tmp_path)
 
 
 def test_render_html_from_result_files_alone(tmp_path):
@@ -96,9 +96,38 @@ def test_claims_csv_is_the_same_from_the_committed_files_alone(tmp_path):
     """Anyone can re-analyse a report: claims.csv is recomputed from the per-seed files, whatever the notebooks
     showed when they ran."""
     write(tmp_path, "table1", records({"base": [60.0, 61.0, 62.0], "linear_detach": [62.0, 63.1, 64.0]}))
-    first = report.final_claims(tmp_path)
+    first = verdicts.evaluate(tmp_path)
     (tmp_path / "results" / "claims_table1.csv").unlink()
-    pd.testing.assert_frame_equal(report.final_claims(tmp_path), first)
+    pd.testing.assert_frame_equal(verdicts.evaluate(tmp_path), first)
+
+
+def test_claims_recompute_byte_equal_from_the_committed_reference(tmp_path):
+    """claims.csv is a function of the result files alone: the quick reference's recomputes byte for byte, and
+    each comparison section's claims_<key>.csv is its rows of claims.csv."""
+    import shutil
+
+    from armlib.paths import REPO_ROOT
+
+    committed = REPO_ROOT / "reports" / "quick" / "results"
+    shutil.copytree(committed, tmp_path / "results")
+    shutil.copytree(committed.parent / "pilot", tmp_path / "pilot")   # the pilot a confirmatory plan was sized on
+    (tmp_path / "results" / "claims.csv").unlink()
+    claims = verdicts.write(tmp_path)
+    assert (tmp_path / "results" / "claims.csv").read_bytes() == (committed / "claims.csv").read_bytes()
+    for key in results.read_seed_results(tmp_path).table.unique():
+        view = pd.read_csv(tmp_path / "results" / f"claims_{key}.csv")
+        assert len(view) and set(view.table) == {key}
+        assert len(view) == (claims.table == key).sum()
+
+
+def test_the_renderer_refuses_per_seed_results_without_their_verdicts(tmp_path):
+    from armlib.errors import UsageError
+
+    write(tmp_path, "table1", records({"base": [60.0, 61.0, 62.0], "linear_detach": [62.0, 63.1, 64.0]}))
+    (tmp_path / "results" / "claims.csv").unlink()
+    with pytest.raises(UsageError, match="claims.csv"):
+        report.render(tmp_path)
+    assert not (tmp_path / "index.html").exists()
 
 
 def test_compare_says_which_claims_agree_with_a_reference(tmp_path, capsys):

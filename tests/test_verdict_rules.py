@@ -207,13 +207,13 @@ def test_claims_csv_recomputes_from_the_committed_files_alone(tmp_path):
     """The committed reference's claims.csv is what its per-seed files (results and pilot) give."""
     import shutil
 
-    from armlib import report
+    from armlib import verdicts
 
     src = REPO_ROOT / "reports" / "quick"
     for sub in ("results", "pilot"):
         shutil.copytree(src / sub, tmp_path / sub)
     (tmp_path / "results" / "claims.csv").unlink()
-    again = report.final_claims(tmp_path)
+    again = verdicts.write(tmp_path)
     committed = pd.read_csv(src / "results" / "claims.csv")
     assert list(again.id) == list(committed.id) and list(again.verdict) == list(committed.verdict)
     assert np.allclose(again.delta.astype(float), committed.delta.astype(float), equal_nan=True)

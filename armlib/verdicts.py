@@ -1,0 +1,99 @@
+"""Every claim's verdict, evaluated in one place from the result files: ``results/claims.csv``.
+
+Comparison claims (:data:`armlib.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
+(``<key>_seeds.csv``) and the committed pilot together, pilot and confirmatory apart under the scale's plan
+(:func:`armlib.stats.staged_claims`); threshold claims are read as their sections measured them
+(``claims_<key>.csv`` of a section without per-seed results). :func:`write` runs once, after every notebook,
+and writes ``claims.csv`` and, for each comparison section, its view ``claims_<key>.csv``; the report and
+``armlib compare`` read them. A notebook that runs before the others shows :func:`section_claims`: the same
+evaluation over the per-seed files that exist so far (its Holm p can still change when others are added).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from armlib import stats
+from armlib.paths import atomic_write_text, resolve
+from armlib.results import read_csv, read_seed_results, results_dir, with_pilot
+from armlib.sections import SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale
+
+CLAIMS_FILE = "claims.csv"
+
+
+def evaluate(out_dir: str | Path = "reports") -> pd.DataFrame:
+    """Every claim of every section from ``<out_dir>/results`` alone (:data:`armlib.stats.CLAIM_COLUMNS`),
+    in report order: comparisons recomputed from the per-seed files, threshold claims as their sections wrote
+    them. Writes nothing."""
+    folder = results_dir(out_dir)
+    seeds = with_pilot(read_seed_results(out_dir), resolve(out_dir))
+    present = set(seeds.table.unique()) if len(seeds) else set()
+    frames = [_comparisons(seeds, _scale_of(folder))] if present else []
+    for s in SECTIONS:
+        if s.key in present:
+            continue
+        thresholds = read_csv(folder / f"claims_{s.key}.csv")
+        if thresholds is not None:
+            frames.append(thresholds)
+    return pd.concat(frames, ignore_index=True) if frames else stats.threshold_claims_frame([])
+
+
+def write(out_dir: str | Path = "reports") -> pd.DataFrame:
+    """:func:`evaluate`, written to ``results/claims.csv`` and, per comparison section, ``claims_<key>.csv``
+    (its rows of ``claims.csv``); returns the claims."""
+    claims = evaluate(out_dir)
+    folder = results_dir(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / CLAIMS_FILE, claims.to_csv(index=False))
+    for key in read_seed_results(out_dir).table.unique():
+        atomic_write_text(folder / f"claims_{key}.csv", view(claims, key).to_csv(index=False))
+    return claims
+
+
+def view(claims: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The rows of ``claims`` that belong to section ``key``."""
+    return claims[claims.table == key].reset_index(drop=True) if len(claims) else claims
+
+
+def section_claims(key: str, seeds: pd.DataFrame, scale: str, out_dir: str | Path = "reports") -> pd.DataFrame:
+    """Section ``key``'s comparison claims with its fresh per-seed results ``seeds``, over the per-seed files of
+    the same scale in ``out_dir`` so far and the committed pilot (all of them by the time :func:`write` runs,
+    whose ``claims.csv`` is the final word)."""
+    everything = pd.concat([read_seed_results(out_dir, exclude=key, scale=scale), seeds], ignore_index=True)
+    return view(_comparisons(with_pilot(everything, resolve(out_dir)), get_scale(scale)), key)
+
+
+def finding(claims: pd.DataFrame) -> str:
+    """One sentence from a section's verdicts, counting each distinct comparison once."""
+    if claims is None or not len(claims):
+        return "No claim is tested in this section: it describes the data (see the table)."
+    distinct = stats.distinct_verdicts(claims)
+    counts = distinct.verdict.value_counts()
+    parts = [f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts]
+    s = f"{len(distinct)} distinct claim{'s' if len(distinct) != 1 else ''}: " + ", ".join(parts) + "."
+    failed = distinct[distinct.verdict.isin([stats.CONTRADICTED, stats.FAILS])].text.tolist()
+    if failed:
+        s += " Contradicted or failed: " + "; ".join(failed) + "."
+    return s
+
+
+def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
+    """Every comparison claim of the sections in ``seeds``, pilot and confirmatory apart under the scale's plan
+    (:func:`armlib.stats.staged_claims`), each experiment with all its seeds (:func:`armlib.stats.unify_experiments`)."""
+    present = set(seeds.table.unique())
+    return stats.staged_claims(stats.unify_experiments(seeds),
+                               {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
+                               confirmatory_plan(scale))
+
+
+def _scale_of(folder: Path) -> Scale:
+    """The scale the meta files record (its noise levels name the noise-sweep claims); quick when none does."""
+    recorded = (json.loads(p.read_text()).get("scale") for p in sorted(folder.glob("meta_*.json")))
+    return SCALES[next((s for s in recorded if s in SCALES), "quick")]
+
+
+def read(out_dir: str | Path = "reports") -> pd.DataFrame | None:
+    """``results/claims.csv`` as :func:`write` left it; None when there is none."""
+    return read_csv(resolve(out_dir) / "results" / CLAIMS_FILE)
