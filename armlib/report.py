@@ -578,8 +578,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
         if title:
             parts.append(f"<p class=muted>{html.escape(_what_ran(title, scale))}</p>")
         parts.append(f"<p class=claim>Paper: {html.escape(section.paper_claim)}</p>")
-        if section.thresholds:
-            parts.append(f"<p class=muted>Criteria: {html.escape(section.thresholds)}</p>")
+        if section.criteria:
+            parts.append(f"<p class=muted>Criteria: {html.escape(section.criteria)}</p>")
         if table is None and not len(mine) and not figs:
             parts.append("<p class=muted>Not run at this scale (no result files).</p>")
         if len(mine):

@@ -1,9 +1,9 @@
 """The one manifest: every report section, the runs it needs per scale, its claims and their family.
 
 Reading order: :class:`Scale` (how big a reproduction is), the experiment grid (:data:`TABLES`: a row is a set of
-config overrides on the scale's base config), :class:`Claim` (what the paper asserts between two rows), and
-:data:`SECTIONS` (per report section its notebook, heading, the paper's statement, the runs it needs and its
-claims). ``armlib reproduce``, the run planner (:mod:`armlib.experiments`), the claims (:mod:`armlib.stats`) and
+config overrides on the scale's base config), :class:`Claim` (what the paper asserts between two rows),
+:class:`Threshold` (a measured quantity against a fixed criterion), and :data:`SECTIONS` (per report section its
+notebook, heading, the paper's statement, the runs it needs and its threshold claims). ``armlib reproduce``, the run planner (:mod:`armlib.experiments`), the claims (:mod:`armlib.stats`) and
 the report (:mod:`armlib.report`) all derive from here: adding a section is one :class:`Section` entry plus
 ``notebooks/<key>.ipynb``.
 
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from armlib.arm import MOVED_THRESHOLD, SUPPRESSION_THRESHOLD
 from armlib.parameters import parse_seeds
 from armlib.paths import CONFIG_DIR, resolve
 
@@ -299,6 +301,53 @@ def primary_rows() -> frozenset[tuple[str, str]]:
     return frozenset((t, r) for t, cs in TABLE_CLAIMS.items() for c in cs if c.family == PRIMARY for r in (c.a, c.b))
 
 
+# -- threshold claims ------------------------------------------------------------------------------------
+
+_OPS = {"<": operator.lt, ">": operator.gt, "≥": operator.ge}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A claim a section measures against a fixed criterion: it holds when ``metric`` ``op`` ``bound`` (and, with
+    ``also_above``, the value exceeds that second measured quantity too). The criterion's prose, the claims
+    files' ``threshold`` column and the verdict (:func:`armlib.verdicts.threshold`) all come from these fields.
+
+    ``after``: the id of a claim of the same seed that must hold first (ARM's curve must have moved); where it
+    does not, this claim ``unmet`` ("fails", or "not run": there is nothing to compare).
+    """
+
+    id: str
+    text: str                # the claim, as the report states it; "{seed}" is filled in for per-seed claims
+    metric: str              # the measured quantity
+    op: str                  # "<", ">" or "≥"
+    bound: float
+    also_above: str = ""     # a second measured quantity the value must exceed, named
+    over: str = ""           # what the value is measured over, for the prose
+    after: str = ""
+    unmet: str = "fails"
+
+    def __post_init__(self):
+        if self.op not in _OPS:
+            raise ValueError(f"threshold {self.id!r}: op must be one of {list(_OPS)}, got {self.op!r}")
+
+    def criterion(self, reference: float | None = None) -> str:
+        """E.g. "> 0.5 and > the share of all pixels (0.34)"; with ``after``, "moved and ≥ 0.1"."""
+        text = f"{self.op} {self.bound:g}"
+        if self.also_above:
+            text += f" and > {self.also_above}" + ("" if reference is None else f" ({reference:.2f})")
+        return f"{self.after.removeprefix('curve_')} and {text}" if self.after else text
+
+    def holds(self, value: float, reference: float | None = None) -> bool:
+        """Whether ``value`` meets the criterion (NaN never does)."""
+        met = bool(_OPS[self.op](value, self.bound))
+        return met and (not self.also_above or bool(value > reference))
+
+    @property
+    def prose(self) -> str:
+        """One sentence of the section's criteria, e.g. "holds when Spearman ρ < 0 (over bins with ≥ 100 pixels)"."""
+        return f"{self.id}: {self.metric} {self.criterion()}" + (f" ({self.over})" if self.over else "")
+
+
 # -- sections --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -315,7 +364,7 @@ class Section:
     """One report section = one notebook ``notebooks/<key>.ipynb`` writing ``results/<key>*.csv``.
 
     ``measures`` says what the notebook measures, ``figure`` the PNG it saves (``figures/<key>*.png``), and
-    ``thresholds`` the holds/fails criteria of its non-comparison claims (figure sections).
+    ``thresholds`` its threshold claims (figure sections): a new one is one :class:`Threshold` here.
     """
 
     key: str
@@ -324,7 +373,20 @@ class Section:
     needs: tuple[Needs, ...] = ()
     measures: str = ""
     figure: str = ""
-    thresholds: str = ""
+    thresholds: tuple[Threshold, ...] = ()
+
+    @property
+    def criteria(self) -> str:
+        """The holds/fails criteria of the section's threshold claims, generated from them ("" without)."""
+        return "; ".join(t.prose for t in self.thresholds)
+
+    def threshold(self, claim_id: str) -> Threshold:
+        """The threshold claim ``claim_id``; ValueError naming the section's otherwise."""
+        for t in self.thresholds:
+            if t.id == claim_id:
+                return t
+        raise ValueError(f"section {self.key!r} has no threshold claim {claim_id!r}; it has "
+                         f"{[t.id for t in self.thresholds]}")
 
 
 _BASE_FIRST = (Needs("table1", ("base",), first_seed_only=True),)
@@ -338,20 +400,31 @@ SECTIONS: tuple[Section, ...] = (
             "Almost all low-variance pixels lie on the boundaries between semantic regions.", _BASE_FIRST,
             measures="share of the lowest-5 % v pixels within 2 px of a class boundary",
             figure="low-variance pixels painted on validation images",
-            thresholds="holds when that share > 1/2 and above the share of all pixels"),
+            thresholds=(Threshold("fig4_boundaries", "Low-variance pixels lie on class boundaries (paper: almost all)",
+                                  "share of lowest-5 % v pixels on boundaries", ">", 0.5,
+                                  also_above="the share of all pixels"),)),
     Section("loss_vs_variance", "Fig. 5 — mean loss per variance bin",
             "The average loss falls as the normalised variance (confidence) rises (Eq. 8).", _BASE_FIRST,
             measures="mean CE per bin of v on validation images", figure="loss against v",
-            thresholds="holds when Spearman ρ(v, mean loss) < 0 over bins with ≥ 100 pixels"),
+            thresholds=(Threshold("fig5_falls", "The mean loss falls as the normalised variance rises", "Spearman ρ",
+                                  "<", 0, over="of v and the mean loss, over bins with ≥ 100 pixels"),)),
     Section("holder", "Eq. 10–13 — the Hölder toy and ARM's convergence",
             "Under ‖W‖_p = 1, p > 1, the adversarial weight converges to ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}; p = 1 is "
             "sparse.", _BASE_FIRST, measures="closed form vs solver; ARM fitted to the measured loss curve",
             figure="closed form, solver and fitted ARM",
-            thresholds="solver gap < 1e-3; ARM gap < 0.02 (p = 2, 3); L1-differentiated gap > 0.3"),
+            thresholds=(
+                Threshold("holder_toy", "Projected gradient ascent reaches the closed form (Eq. 11–12) for p = 1, 1.5, "
+                          "2, 3", "max |w_closed − w_solver|", "<", 1e-3),
+                Threshold("holder_arm", "The 53-parameter ARM converges to the Hölder solution for p = 2, 3 (Sec. 3.4)",
+                          "max |W_ARM − W_closed| (weights)", "<", 0.02),
+                Threshold("holder_l1", "With the L1 factor differentiated ARM collapses to the sparse L1 solution (our "
+                          "reading of Sec. 4.2)", "max |W_ARM − W_L2 solution| (weights)", ">", 0.3))),
     Section("confidence_quadrants", "Fig. 2 — loss vs confidence as a sample divider",
             "Among high-loss pixels, confidence separates mislabelled (confident) from valuable (unsure) ones.",
             _BASE_FIRST, measures="mislabelled rate per (loss, confidence) quadrant on training pixels",
-            figure="quadrant shares", thresholds="holds when the confident high-loss cell is more often mislabelled"),
+            figure="quadrant shares",
+            thresholds=(Threshold("fig2_divides", "Among high-loss pixels, confident ones are more often mislabelled "
+                                  "than unsure ones (Fig. 2b)", "Δ mislabelled rate (confident − unsure)", ">", 0),)),
     Section("table1", "Table 1 — detaching and suppressing vs focusing",
             "Detaching the L1 factor is essential; suppressing confident pixels beats the base model, focusing on "
             "them is worse.", (Needs("table1"),), figure="bars per row"),
@@ -374,8 +447,15 @@ SECTIONS: tuple[Section, ...] = (
             (Needs("table2", ("norm_l2", "base")),),
             measures="W(v) at init and at the end per seed; correlation with the Hölder prediction",
             figure="learned curves (init dashed)",
-            thresholds="moved: max_v |W_end/mean − W_0/mean| ≥ 0.1; suppresses: moved and "
-                       "(W_end(−1) − W_end(+1))/mean W_end ≥ 0.1; per seed"),
+            thresholds=(
+                Threshold("curve_moved", "ARM's curve moved from its initialisation (seed {seed})",
+                          "max shape change", "≥", MOVED_THRESHOLD, over="max_v |W_end/mean − W_0/mean|, per seed"),
+                Threshold("curve_suppresses", "ARM learned to suppress confident pixels (seed {seed})",
+                          "(W(−1) − W(+1)) / mean W", "≥", SUPPRESSION_THRESHOLD, after="curve_moved",
+                          over="of the learned curve, per seed"),
+                Threshold("curve_holder", "ARM's curve follows the Hölder prediction (seed {seed}, Sec. 3.4)",
+                          "Pearson r", ">", 0.5, after="curve_moved", unmet="not run",
+                          over="of the learned W and the prediction from the measured loss, per seed where ARM moved"))),
     Section("noise_sweep", "ARM's gain as label noise grows (not in the paper)",
             "The paper motivates ARM by label noise; we vary the coarse-label noise of the synthetic data.",
             (Needs("noise_sweep"),), measures="mIoU per method and noise level", figure="mIoU against noise"),

@@ -264,9 +264,7 @@ def loss_vs_variance(scale="quick", seeds=None, data_root="data", device="auto",
     """Fig. 5: mean CE per normalised-variance bin on the validation images of the CE-trained model."""
     curve = _measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
     rho = analysis.falling_trend(curve)
-    claims = stats.threshold_claims_frame([stats.threshold_claim(
-        "fig5_falls", "loss_vs_variance", "The mean loss falls as the normalised variance rises", "Spearman ρ", rho,
-        "ρ < 0", rho < 0)])
+    claims = stats.threshold_claims_frame([verdicts.threshold("loss_vs_variance", "fig5_falls", rho)])
     results.write_section(out_dir, "loss_vs_variance", summary=curve, claims=claims)
     return curve, claims
 
@@ -281,12 +279,9 @@ def variance_maps(scale="quick", seeds=None, data_root="data", device="auto", ou
     share = analysis.low_variance_boundary_share(px["v"], px["target"])
     shares = pd.DataFrame([{"pixels": "lowest 5 % of v", "share on boundaries": share["low_var_on_boundary"]},
                            {"pixels": "all labelled", "share on boundaries": share["all_on_boundary"]}])
-    ratio = share["low_var_on_boundary"] / max(share["all_on_boundary"], 1e-12)
-    claims = stats.threshold_claims_frame([stats.threshold_claim(
-        "fig4_boundaries", "variance_maps", "Low-variance pixels lie on class boundaries (paper: almost all)",
-        "share of lowest-5 % v pixels on boundaries", share["low_var_on_boundary"],
-        f"> 1/2 and > the share of all pixels ({share['all_on_boundary']:.2f})",
-        share["low_var_on_boundary"] > 0.5 and ratio > 1)])
+    claims = stats.threshold_claims_frame([verdicts.threshold("variance_maps", "fig4_boundaries",
+                                                              share["low_var_on_boundary"],
+                                                              reference=share["all_on_boundary"])])
     results.write_section(out_dir, "variance_maps", summary=shares, claims=claims)
     maps = {"image": px["image"][:FIGURE_IMAGES], "v": px["v"][:FIGURE_IMAGES],
             "target": px["target"][:FIGURE_IMAGES], "threshold": share["threshold"], "shares": shares}
@@ -305,10 +300,7 @@ def confidence_quadrants(scale="quick", seeds=None, data_root="data", device="au
     q = quadrants.set_index(["label", "loss", "confidence"])["mislabelled_rate"]
     hc = q[("correct", "high loss", "high confidence")]
     lc = q[("correct", "high loss", "low confidence")]
-    claims = stats.threshold_claims_frame([stats.threshold_claim(
-        "fig2_divides", "confidence_quadrants",
-        "Among high-loss pixels, confident ones are more often mislabelled than unsure ones (Fig. 2b)",
-        "Δ mislabelled rate (confident − unsure)", hc - lc, "> 0", hc > lc)])
+    claims = stats.threshold_claims_frame([verdicts.threshold("confidence_quadrants", "fig2_divides", hc - lc)])
     results.write_section(out_dir, "confidence_quadrants", summary=quadrants, claims=claims)
     return quadrants, claims
 
@@ -321,7 +313,6 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
     runs = [r for r in experiments.plan("table2", sc, runs_dir, seeds, data_root) if r.row == "norm_l2"]
     experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="learned_curve")
     per_seed, rows, claims = [], [], []
-    text = sections.get_section("learned_curve").thresholds
     for r in runs:
         record = read_record(r.out)
         if record.get("status") == "diverged" or "arm_curve" not in record:
@@ -332,12 +323,15 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
         w0 = np.asarray(record["arm_curve_init"]["w"])
         change = arm.curve_shape_change(w0, w)
         suppression = arm.curve_suppression(w)
-        moved = change >= arm.MOVED_THRESHOLD
-        suppresses = moved and suppression >= arm.SUPPRESSION_THRESHOLD
+        moved = verdicts.threshold("learned_curve", "curve_moved", change, seed=r.seed)
+        suppresses = verdicts.threshold("learned_curve", "curve_suppresses", suppression, seed=r.seed,
+                                        prerequisite=moved["verdict"] == stats.HOLDS)
+        holder_fit = verdicts.threshold("learned_curve", "curve_holder", math.nan, seed=r.seed,
+                                        prerequisite=moved["verdict"] == stats.HOLDS)
         corr = math.nan
         predicted = None
         curve = None
-        if moved:   # a curve that never left its initialisation says nothing about where ARM converges
+        if moved["verdict"] == stats.HOLDS:   # a curve that never left its initialisation says nothing about where ARM converges
             px = _pixels(r, "train", device, ANALYSIS_IMAGES)
             valid = px["target"] != 255
             curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
@@ -345,27 +339,18 @@ def learned_curve(scale="quick", seeds=None, data_root="data", device="auto", ou
             learned_at_bins = np.interp(curve["v_mid"], v, w)
             ok = (curve["count"].to_numpy() >= 100) & np.isfinite(predicted)
             corr = float(np.corrcoef(learned_at_bins[ok], predicted[ok])[0, 1]) if ok.sum() > 2 else math.nan
+            holder_fit = verdicts.threshold("learned_curve", "curve_holder", corr, seed=r.seed)
         per_seed.append({"seed": r.seed, "v": v, "w": w, "w_init": w0, "curve": curve, "predicted": predicted})
         rows.append({"seed": r.seed, "status": "ok", "W(-1) init": w0[0], "W(0) init": w0[len(w0) // 2],
                      "W(+1) init": w0[-1], "W(-1)": w[0], "W(0)": w[len(w) // 2], "W(+1)": w[-1],
-                     "shape change": change, "suppression": suppression, "moved": moved, "suppresses": suppresses,
-                     "corr with Hölder prediction": corr})
-        claims.append(stats.threshold_claim("curve_moved", "learned_curve", f"ARM's curve moved from its "
-                                            f"initialisation (seed {r.seed})", "max shape change", change,
-                                            f"≥ {arm.MOVED_THRESHOLD}", moved, seed=r.seed))
-        claims.append(stats.threshold_claim("curve_suppresses", "learned_curve", f"ARM learned to suppress "
-                                            f"confident pixels (seed {r.seed})", "(W(−1) − W(+1)) / mean W",
-                                            suppression, f"moved and ≥ {arm.SUPPRESSION_THRESHOLD}", suppresses,
-                                            seed=r.seed))
-        holder_claim = stats.threshold_claim("curve_holder", "learned_curve", f"ARM's curve follows the Hölder "
-                                             f"prediction (seed {r.seed}, Sec. 3.4)", "Pearson r", corr, "> 0.5",
-                                             corr > 0.5, seed=r.seed)
-        claims.append(holder_claim if moved else {**holder_claim, "verdict": stats.NOT_RUN,
-                                                  "note": "ARM did not move: nothing to compare"})
+                     "shape change": change, "suppression": suppression, "moved": moved["verdict"] == stats.HOLDS,
+                     "suppresses": suppresses["verdict"] == stats.HOLDS, "corr with Hölder prediction": corr})
+        claims += [moved, suppresses, holder_fit]
     summary = pd.DataFrame(rows)
     claims = stats.threshold_claims_frame(claims)
     results.write_section(out_dir, "learned_curve", summary=summary, claims=claims)
-    return {"summary": summary, "per_seed": per_seed, "thresholds": text}, claims
+    return {"summary": summary, "per_seed": per_seed,
+            "thresholds": sections.get_section("learned_curve").criteria}, claims
 
 
 def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",
@@ -379,9 +364,7 @@ def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_d
         rows.append({"p": p, **{f"closed w{i + 1}": float(x) for i, x in enumerate(closed)},
                      **{f"solver w{i + 1}": float(x) for i, x in enumerate(solved)}, "gap": gap})
     toy = pd.DataFrame(rows)
-    claims.append(stats.threshold_claim("holder_toy", "holder", "Projected gradient ascent reaches the closed form "
-                                        "(Eq. 11–12) for p = 1, 1.5, 2, 3", "max |w_closed − w_solver|",
-                                        float(toy.gap.max()), "< 1e-3", toy.gap.max() < 1e-3))
+    claims.append(verdicts.threshold("holder", "holder_toy", float(toy.gap.max())))
     # The measured Fig. 5 curve, computed here rather than read from the Fig. 5 notebook's output, so the
     # result does not depend on the order in which notebooks run.
     measured = _measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
@@ -393,13 +376,8 @@ def holder_toy(scale="quick", seeds=None, data_root="data", device="auto", out_d
                          for p, f in fits.items()]
                         + [{"ARM trained with": "L2 norm, L1 factor differentiated", "gap to closed form": collapsed.gap}])
     worst = max(f.gap for f in fits.values())
-    claims.append(stats.threshold_claim("holder_arm", "holder", "The 53-parameter ARM converges to the Hölder "
-                                        "solution for p = 2, 3 (Sec. 3.4)", "max |W_ARM − W_closed| (weights)", worst,
-                                        "< 0.02", worst < 0.02))
-    claims.append(stats.threshold_claim("holder_l1", "holder", "With the L1 factor differentiated ARM collapses to "
-                                        "the sparse L1 solution (our reading of Sec. 4.2)",
-                                        "max |W_ARM − W_L2 solution| (weights)", collapsed.gap, "> 0.3",
-                                        collapsed.gap > 0.3))
+    claims.append(verdicts.threshold("holder", "holder_arm", worst))
+    claims.append(verdicts.threshold("holder", "holder_l1", collapsed.gap))
     claims = stats.threshold_claims_frame(claims)
     results.write_section(out_dir, "holder", summary=toy, claims=claims)
     return toy, {"fits": fits, "collapsed": collapsed, "gaps": gaps, "source": source}, claims

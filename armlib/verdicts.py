@@ -1,5 +1,7 @@
 """Every claim's verdict, evaluated in one place from the result files: ``results/claims.csv``.
 
+A threshold claim's verdict is :func:`threshold` of the value its section measured, against the criterion the
+manifest declares (:class:`armlib.sections.Threshold`); the section writes it to ``claims_<key>.csv``.
 Comparison claims (:data:`armlib.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
 (``<key>_seeds.csv``) and the committed pilot together, pilot and confirmatory apart under the scale's plan
 (:func:`armlib.stats.staged_claims`); threshold claims are read as their sections measured them
@@ -18,7 +20,8 @@ import pandas as pd
 from armlib import stats
 from armlib.paths import atomic_write_text, resolve
 from armlib.results import read_csv, read_seed_results, results_dir, with_pilot
-from armlib.sections import SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale
+from armlib.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
+                             get_section)
 
 CLAIMS_FILE = "claims.csv"
 
@@ -77,6 +80,19 @@ def finding(claims: pd.DataFrame) -> str:
     if failed:
         s += " Contradicted or failed: " + "; ".join(failed) + "."
     return s
+
+
+def threshold(key: str, claim_id: str, value: float, *, seed: int | None = None, reference: float | None = None,
+              prerequisite: bool = True) -> dict:
+    """The claims-file row of section ``key``'s threshold claim ``claim_id`` (its :class:`armlib.sections.Threshold`
+    in the manifest) at the measured ``value``: holds / fails, or "not run" when its ``after`` claim does not
+    hold (``prerequisite=False``) and the manifest says so. ``reference``: the measured ``also_above`` quantity."""
+    t = get_section(key).threshold(claim_id)
+    row = stats.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
+                                prerequisite and t.holds(value, reference), seed=seed)
+    if not prerequisite and t.unmet == stats.NOT_RUN:
+        row = {**row, "verdict": stats.NOT_RUN, "note": f"{t.after} does not hold: nothing to compare"}
+    return row
 
 
 def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
