@@ -16,14 +16,14 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 
-def _save(fig, out_dir, key: str):
+def save(fig, out_dir, key: str):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(resolve(out_dir) / "figures" / f"{key}.png", buf.getvalue())
     return fig
 
 
-def _rgb(image: torch.Tensor) -> np.ndarray:
+def rgb(image: torch.Tensor) -> np.ndarray:
     """3×H×W image (uint8, or float normalised with ImageNet statistics) → H×W×3 in [0, 1]."""
     x = image.detach().cpu().numpy().transpose(1, 2, 0)
     if image.dtype == torch.uint8:
@@ -31,135 +31,11 @@ def _rgb(image: torch.Tensor) -> np.ndarray:
     return np.clip(x * IMAGENET_STD + IMAGENET_MEAN, 0, 1)
 
 
-def _colour(mask: torch.Tensor, palette) -> np.ndarray:
+def colour(mask: torch.Tensor, palette) -> np.ndarray:
     m = mask.detach().cpu().numpy()
     lut = np.zeros((256, 3))
     lut[: len(palette)] = np.asarray(palette) / 255.0
     return lut[np.clip(m, 0, 255)]
-
-
-def table_bars(summary: pd.DataFrame, key: str, out_dir="reports"):
-    """mIoU (or Table 6's TTA mIoU per annotation) per row, paper vs ours (mean ± std over finished seeds).
-
-    The x-axis starts at 0: a cut axis makes a 1-point difference look like a large one. Rows whose seeds all
-    diverged are labelled "diverged" instead of drawn as an empty bar.
-    """
-    df = summary[summary.metric.isin(["mIoU", "fine", "coarse", "ade20k"])]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(4, df.label.nunique()) + 1), sharey=True)
-    labels = df.label + np.where(df.metric == "mIoU", "", " [" + df.metric + "]")
-    for ax, col, title in ((axes[0], "paper", "paper"), (axes[1], "mean", "ours (mean ± std over seeds)")):
-        ax.barh(labels, df[col].fillna(0), xerr=df["std"].fillna(0) if col == "mean" else None,
-                color=sns.color_palette("deep")[0 if col == "paper" else 1])
-        for y, value in enumerate(df[col]):
-            if pd.isna(value):
-                ax.text(0.5, y, "diverged" if col == "paper" or df["n_diverged"].iloc[y] else "not run",
-                        va="center", fontsize=8, color="#b00")
-        ax.set_title(title)
-        ax.set_xlabel("mIoU (%)")
-        ax.set_xlim(0, None)
-    axes[0].invert_yaxis()
-    fig.suptitle(key)
-    return _save(fig, out_dir, key)
-
-
-def fine_vs_coarse(overview: dict, out_dir="reports"):
-    """Fig. 1: image, fine and coarse labels of each sample, coloured by the dataset's palette (index = label)."""
-    samples, palette = overview["samples"], overview["palette"]
-    fig, axes = plt.subplots(len(samples), 3, figsize=(12, 2.2 * len(samples)), squeeze=False)
-    for row, (image, coarse, fine) in zip(axes, samples):
-        for ax, pic, title in zip(row, (_rgb(image), _colour(fine, palette), _colour(coarse, palette)),
-                                  ("image", "fine", "coarse")):
-            ax.imshow(pic)
-            ax.set_title(title)
-            ax.axis("off")
-    return _save(fig, out_dir, "data")
-
-
-def variance_maps(maps: dict, out_dir="reports"):
-    """Fig. 4: low-variance pixels painted green (top) and the intensity 1 − v (bottom)."""
-    n = len(maps["image"])
-    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 3.6), squeeze=False)
-    for i in range(n):
-        rgb = _rgb(maps["image"][i])
-        low = (maps["v"][i] <= maps["threshold"]).cpu().numpy()
-        painted = rgb.copy()
-        painted[low] = [0.0, 1.0, 0.0]
-        axes[0, i].imshow(painted)
-        axes[1, i].imshow((1 - maps["v"][i].cpu().numpy()) / 2, cmap="gray", vmin=0, vmax=1)
-        for ax in axes[:, i]:
-            ax.axis("off")
-    axes[0, 0].set_title("lowest 5 % of v in green", loc="left")
-    axes[1, 0].set_title("brightness = low variance", loc="left")
-    return _save(fig, out_dir, "variance_maps")
-
-
-def loss_vs_variance(curve: pd.DataFrame, out_dir="reports"):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    c = curve[curve["count"] > 0]
-    ax.bar(c.v_mid, c.mean_loss, width=(c.v_hi - c.v_lo) * 0.9)
-    ax.set_xlabel("normalised variance v")
-    ax.set_ylabel("mean CE loss")
-    ax.set_title("Fig. 5: mean loss per variance bin")
-    return _save(fig, out_dir, "loss_vs_variance")
-
-
-def holder(toy: pd.DataFrame, curve: dict, out_dir="reports"):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    x = np.arange(3)
-    for k, p in enumerate(toy.p):
-        row = toy[toy.p == p].iloc[0]
-        axes[0].bar(x + k * 0.2, [row[f"closed w{i + 1}"] for i in range(3)], width=0.2, label=f"p = {p:g}")
-        axes[0].plot(x + k * 0.2, [row[f"solver w{i + 1}"] for i in range(3)], "k.", ms=6)
-    axes[0].set_xticks(x + 0.3, ["l=1.2", "l=0.6", "l=0.1"])
-    axes[0].set_title("Eq. 10: closed form (bars) vs solver (dots)")
-    axes[0].legend()
-    for p, fit in curve["fits"].items():
-        axes[1].plot(fit.v, fit.closed_form, "k--", lw=1)
-        axes[1].plot(fit.v, fit.learned, label=f"ARM, L{p:g}")
-    col = curve["collapsed"]
-    axes[1].plot(col.v, col.learned, label="ARM, L1 factor differentiated")
-    axes[1].set_xlabel("v")
-    axes[1].set_ylabel("W(v) / ‖W‖_p")
-    axes[1].set_title("ARM by gradient ascent (dashed: Hölder solution)")
-    axes[1].legend(fontsize=8)
-    return _save(fig, out_dir, "holder")
-
-
-def confidence_quadrants(quadrants: pd.DataFrame, out_dir="reports"):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, label in zip(axes, ("correct", "mislabelled")):
-        q = quadrants[quadrants.label == label].pivot(index="loss", columns="confidence", values="share_of_label")
-        sns.heatmap(q, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False)
-        ax.set_title(f"{label} pixels")
-    return _save(fig, out_dir, "confidence_quadrants")
-
-
-def learned_curve(learned: dict, out_dir="reports"):
-    """ARM's W(v) per seed at the end (solid) and at initialisation (dashed), each divided by its mean (a
-    uniform scale of W does nothing after normalisation), with the Hölder prediction where ARM moved (dotted)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, s in enumerate(learned["per_seed"]):
-        colour = sns.color_palette("deep")[i % 10]
-        ax.plot(s["v"], s["w"] / s["w"].mean(), color=colour, label=f"ARM, seed {s['seed']}")
-        ax.plot(s["v"], s["w_init"] / s["w_init"].mean(), "--", color=colour, lw=1,
-                label=f"at init, seed {s['seed']}")
-        if s["predicted"] is not None:
-            pred = s["predicted"] / np.nanmean(s["predicted"])
-            ax.plot(s["curve"].v_mid, pred, ":", color=colour, label=f"Hölder prediction, seed {s['seed']}")
-    ax.set_xlabel("v (normalised variance)")
-    ax.set_ylabel("W(v) / mean W")
-    ax.legend(fontsize=7)
-    return _save(fig, out_dir, "learned_curve")
-
-
-def noise_sweep(summary: pd.DataFrame, out_dir="reports"):
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for method, g in summary.groupby("method"):
-        ax.errorbar(g.noise, g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=method)
-    ax.set_xlabel("coarse-label noise")
-    ax.set_ylabel("mIoU on fine val (%)")
-    ax.legend()
-    return _save(fig, out_dir, "noise_sweep")
 
 
 def calibration_learning_curve(curves: pd.DataFrame, chosen_t: int | None, out_dir="reports"):
@@ -209,7 +85,7 @@ def calibration_learning_curve(curves: pd.DataFrame, chosen_t: int | None, out_d
                 ha="center", va="bottom")   # above the axes: clear of the curves, the costs and the legend
         ax.set_title(f"Calibration: base model's learning curve, chosen T = {chosen_t}", fontsize=10, pad=14)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, out_dir, "calibration_learning_curve")
+    return save(fig, out_dir, "calibration_learning_curve")
 
 
 FOREST_LIMIT = 6.0   # mIoU points: the forest plot's x range (±); a comparison beyond it is drawn at the edge, labelled
@@ -260,4 +136,4 @@ def forest(rows: pd.DataFrame, out_dir="reports", key: str = "forest"):
                   fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, out_dir, key)
+    return save(fig, out_dir, key)

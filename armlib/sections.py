@@ -3,9 +3,10 @@
 Reading order: :class:`Scale` (how big a reproduction is), the experiment grid (:data:`TABLES`: a row is a set of
 config overrides on the scale's base config), :class:`Claim` (what the paper asserts between two rows),
 :class:`Threshold` (a measured quantity against a fixed criterion), and :data:`SECTIONS` (per report section its
-notebook, heading, the paper's statement, the runs it needs and its threshold claims). ``armlib reproduce``, the run planner (:mod:`armlib.experiments`), the claims (:mod:`armlib.stats`) and
-the report (:mod:`armlib.report`) all derive from here: adding a section is one :class:`Section` entry plus
-``notebooks/<key>.ipynb``.
+notebook, heading, the paper's statement, the runs it needs and its threshold claims). ``armlib reproduce``, the
+run planner (:mod:`armlib.experiments`), the verdicts (:mod:`armlib.verdicts`) and the report (:mod:`armlib.report`)
+all derive from here: adding a section is one :class:`Section` entry, one module in :mod:`armlib.report_sections`
+(``measure`` and ``plot``) and ``notebooks/<key>.ipynb``; adding a threshold claim is one :class:`Threshold`.
 
 Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in Tables 1–5)
 resolve to the same run, so it is trained once per seed and shared, and a claim that several tables repeat is
@@ -413,9 +414,10 @@ SECTIONS: tuple[Section, ...] = (
             "sparse.", _BASE_FIRST, measures="closed form vs solver; ARM fitted to the measured loss curve",
             figure="closed form, solver and fitted ARM",
             thresholds=(
-                Threshold("holder_toy", "Projected gradient ascent reaches the closed form (Eq. 11–12) for p = 1, 1.5, "
-                          "2, 3", "max |w_closed − w_solver|", "<", 1e-3),
-                Threshold("holder_arm", "The 53-parameter ARM converges to the Hölder solution for p = 2, 3 (Sec. 3.4)",
+                Threshold("holder_toy", "Projected gradient ascent reaches the closed form (Eq. 11–12) for p = 1, "
+                          "1.5, 2, 3", "max |w_closed − w_solver|", "<", 1e-3),
+                Threshold("holder_arm", "The 53-parameter ARM converges to the Hölder solution for p = 2, 3 "
+                          "(Sec. 3.4)",
                           "max |W_ARM − W_closed| (weights)", "<", 0.02),
                 Threshold("holder_l1", "With the L1 factor differentiated ARM collapses to the sparse L1 solution (our "
                           "reading of Sec. 4.2)", "max |W_ARM − W_L2 solution| (weights)", ">", 0.3))),
@@ -423,8 +425,9 @@ SECTIONS: tuple[Section, ...] = (
             "Among high-loss pixels, confidence separates mislabelled (confident) from valuable (unsure) ones.",
             _BASE_FIRST, measures="mislabelled rate per (loss, confidence) quadrant on training pixels",
             figure="quadrant shares",
-            thresholds=(Threshold("fig2_divides", "Among high-loss pixels, confident ones are more often mislabelled "
-                                  "than unsure ones (Fig. 2b)", "Δ mislabelled rate (confident − unsure)", ">", 0),)),
+            thresholds=(Threshold("fig2_divides", "Among high-loss pixels, confident ones are more often "
+                                  "mislabelled than unsure ones (Fig. 2b)", "Δ mislabelled rate (confident − unsure)",
+                                  ">", 0),)),
     Section("table1", "Table 1 — detaching and suppressing vs focusing",
             "Detaching the L1 factor is essential; suppressing confident pixels beats the base model, focusing on "
             "them is worse.", (Needs("table1"),), figure="bars per row"),
@@ -455,7 +458,8 @@ SECTIONS: tuple[Section, ...] = (
                           over="of the learned curve, per seed"),
                 Threshold("curve_holder", "ARM's curve follows the Hölder prediction (seed {seed}, Sec. 3.4)",
                           "Pearson r", ">", 0.5, after="curve_moved", unmet="not run",
-                          over="of the learned W and the prediction from the measured loss, per seed where ARM moved"))),
+                          over="of the learned W and the prediction from the measured loss, per seed where ARM "
+                               "moved"))),
     Section("noise_sweep", "ARM's gain as label noise grows (not in the paper)",
             "The paper motivates ARM by label noise; we vary the coarse-label noise of the synthetic data.",
             (Needs("noise_sweep"),), measures="mIoU per method and noise level", figure="mIoU against noise"),

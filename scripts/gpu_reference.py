@@ -16,7 +16,7 @@ In order:
    chunk that trained the run:
 
    - the runs whose records alone make their sections (most of Tables 1–5, the noise sweep);
-   - Table 6's other runs, each followed by its test-time-augmentation evaluation, which ``tables.tta_metrics``
+   - Table 6's other runs, each followed by its test-time-augmentation evaluation, which ``paper_tables.tta_metrics``
      caches in the run's ``tta.json`` (so Table 6 then needs no checkpoint);
    - together, the runs whose checkpoints the figure sections read (:data:`CHECKPOINT_READS`: the base model of
      Figs. 2, 4, 5 and the Hölder fit, ARM's runs of the learned-curve section);
@@ -47,18 +47,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib import calibration, experiments, reproduce, tables  # noqa: E402
+from armlib import calibration, experiments, reproduce, tables, verdicts  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.paths import resolve  # noqa: E402
+from armlib.report_sections import paper_tables  # noqa: E402
 from armlib.runs import CHECKPOINT, RECORD  # noqa: E402
 from armlib.sections import get_scale  # noqa: E402
 
 RUNS_ARCHIVE, SECTIONS_ARCHIVE = "reference_runs.tar.gz", "reference_sections.tar.gz"
 ARCHIVE_PREFIX = "runs/"   # run folders are archived as runs/<scale>/<run>/, wherever --runs-dir lies
 DONE, CUT, WAITING, FAILED = 0, 2, 3, 1
-# Sections that reload a trained model from its checkpoint (armlib.analysis.load_run through tables._pixels or
-# tables.tta_metrics) rather than reading records: Figs. 2, 4, 5 and the Hölder fit analyse the base model, the
-# learned-curve section ARM's runs of Table 2, Table 6 evaluates its runs with test-time augmentation.
+# Sections that reload a trained model from its checkpoint (armlib.analysis.load_run through
+# report_sections._runs.pixels or paper_tables.tta_metrics) rather than reading records: Figs. 2, 4, 5 and the
+# Hölder fit analyse the base model, the learned-curve section ARM's runs of Table 2, Table 6 evaluates its runs
+# with test-time augmentation.
 # tests/test_gpu_session.py checks this list against the functions the notebooks call.
 CHECKPOINT_SECTIONS = ("variance_maps", "loss_vs_variance", "holder", "confidence_quadrants", "learned_curve",
                        "table6")
@@ -148,7 +150,8 @@ def pack(folders: list[Path], archive: Path, root: Path, prefix: str = "") -> No
 def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out_dir: Path, device: str,
                  jobs: int | None) -> None:
     """Every section notebook's code cells in this process, with the parameters papermill would inject (the
-    notebooks hold no logic: each calls armlib.tables and armlib.plots), then what ``reproduce`` writes beside."""
+    notebooks hold no logic: each calls its armlib.report_sections module), then what ``reproduce`` writes
+    beside: the training meta and, once every section has run, the verdicts (``results/claims.csv``)."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     params = {"scale": scale, "seeds": None, "data_root": data_root, "device": device, "out_dir": str(out_dir),
               "runs_dir": runs_dir, "jobs": jobs}
@@ -165,6 +168,7 @@ def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out
                 if "parameters" in cell.get("metadata", {}).get("tags", []):
                     namespace.update(params)
         print(f"section {key}: {time.perf_counter() - started:.0f} s", flush=True)
+    verdicts.write(out_dir)
 
 
 def chunk(args) -> int:
@@ -198,7 +202,7 @@ def chunk(args) -> int:
             experiments.execute(tta, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (Table 6)")
             for r in tta:   # cached in the run folder, so Table 6 needs no checkpoint of it later
-                tables.tta_metrics(r, sc, args.device)
+                paper_tables.tta_metrics(r, sc, args.device)
             experiments.execute(last, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (checkpoints read)")
             run_sections(args.scale, args.only, args.runs_dir, args.data_root, args.sections_dir, args.device,

@@ -46,9 +46,10 @@ def _called_names(fn) -> set[str]:
 
 
 def _reaches_a_reader(fn, seen=None) -> bool:
-    """Whether ``fn`` calls a checkpoint reader, directly or through functions of armlib.tables and
-    armlib.experiments (by name: the modules' own functions have distinct names)."""
-    from armlib import experiments, tables
+    """Whether ``fn`` calls a checkpoint reader, directly or through functions of its own module,
+    armlib.report_sections._runs and armlib.experiments (by name: the modules' own functions have distinct names)."""
+    from armlib import experiments
+    from armlib.report_sections import _runs
 
     seen = set() if seen is None else seen
     names = _called_names(fn)
@@ -56,7 +57,7 @@ def _reaches_a_reader(fn, seen=None) -> bool:
         return True
     for name in names - seen:
         seen.add(name)
-        for module in (tables, experiments):
+        for module in (sys.modules[fn.__module__], _runs, experiments):
             inner = getattr(module, name, None)
             if inspect.isfunction(inner) and inner.__module__ == module.__name__ and _reaches_a_reader(inner, seen):
                 return True
@@ -65,18 +66,21 @@ def _reaches_a_reader(fn, seen=None) -> bool:
 
 def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref):
     """Checkpoints never come back from the GPU machine, so a section missing from CHECKPOINT_SECTIONS would find
-    no checkpoint of a run trained in an earlier chunk. Its notebook's one armlib.tables call decides."""
-    from armlib import experiments, reproduce, tables
+    no checkpoint of a run trained in an earlier chunk. Its notebook's one <section>.measure call decides."""
+    import importlib
 
-    assert not _reaches_a_reader(experiments.run_table)        # so reproduce_table reads one for table6 only
-    assert _reaches_a_reader(tables._table6_records)
+    from armlib import experiments, reproduce
+    from armlib.report_sections import learned_curve, paper_tables
+
+    assert not _reaches_a_reader(experiments.run_table)        # so paper_tables.measure reads one for table6 only
+    assert _reaches_a_reader(paper_tables._table6_records)
     reading = set()
     for key in reproduce.NOTEBOOKS:
         source = "".join("".join(c["source"]) for c in json.loads(reproduce.notebook_path(key).read_text())["cells"]
                          if c["cell_type"] == "code")
-        presentation = {"start", "structure", "show", "show_claims", "finish"}   # no runs, no checkpoints
-        (fn, table), = {c for c in re.findall(r"tables\.(\w+)\((?:'(\w+)')?", source) if c[0] not in presentation}
-        if (table == "table6") if fn == "reproduce_table" else _reaches_a_reader(getattr(tables, fn)):
+        (module, table), = set(re.findall(r"(\w+)\.measure\((?:'(\w+)')?", source))
+        measure = importlib.import_module(f"armlib.report_sections.{module}").measure
+        if (table == "table6") if module == "paper_tables" else _reaches_a_reader(measure):
             reading.add(key)
     assert reading == set(ref.CHECKPOINT_SECTIONS)
     # Which runs' checkpoints: the figure sections' one need (the base model, first seed), the learned curve's
@@ -84,12 +88,12 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
     from armlib.sections import get_section
     for key, table, rows, first_only in ref.CHECKPOINT_READS:
         if key == "learned_curve":
-            assert f'r.row == "{rows[0]}"' in inspect.getsource(tables.learned_curve)
+            assert f'r.row == "{rows[0]}"' in inspect.getsource(learned_curve.measure)
         else:
             (need,) = get_section(key).needs
             assert (need.table, need.rows, need.first_seed_only) == (table, rows, first_only), key
     assert {k for k, *_ in ref.CHECKPOINT_READS} | {ref.TTA_SECTION} == set(ref.CHECKPOINT_SECTIONS)
-    assert 'cache = run.out / "tta.json"' in inspect.getsource(tables.tta_metrics)   # what TTA_FILE names
+    assert 'cache = run.out / "tta.json"' in inspect.getsource(paper_tables.tta_metrics)   # what TTA_FILE names
 
 
 def test_the_gpu_plan_trains_tables_first_then_table_6_then_the_runs_whose_checkpoints_figures_read(ref):

@@ -1,0 +1,10 @@
+"""One module per report section: ``measure(...)`` trains or reuses the runs the section needs and writes its
+result files (``results/<key>*.csv``), ``plot(...)`` draws its figure (``figures/<key>.png``).
+
+A section is one entry in the manifest (:data:`armlib.sections.SECTIONS`: heading, the paper's claim, the runs it
+needs, its threshold claims), one module here and one notebook ``notebooks/<key>.ipynb`` that calls the two.
+Tables 1–6 share :mod:`~armlib.report_sections.paper_tables` (their rows and claims are manifest data);
+:mod:`~armlib.report_sections._runs` holds what the figure sections share (the analysed run, its pixels).
+Verdicts are not computed here: a threshold claim's comes from :func:`armlib.verdicts.threshold`, the
+comparisons' from :func:`armlib.verdicts.write` once every section has run.
+"""

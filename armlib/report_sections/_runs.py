@@ -1,0 +1,48 @@
+"""What the figure sections share: the trained run they analyse and its per-pixel statistics."""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from armlib import analysis, experiments, sections
+from armlib.sections import get_scale
+
+
+FIGURE_IMAGES = 4          # images painted in Fig. 1 / Fig. 4
+ANALYSIS_IMAGES = 64       # images whose pixels feed the figure statistics
+
+
+def base_run(sc: sections.Scale, runs_dir, seeds=None, data_root="data") -> experiments.Run:
+    """The CE model trained on coarse labels (Table 1's base row), first seed: what Figs. 2, 4, 5 analyse."""
+    return experiments.plan("table1", sc, runs_dir, seeds, data_root, rows=("base",), first_seed_only=True)[0]
+
+
+def ensure(run: experiments.Run, sc, data_root, device, jobs=None):
+    experiments.execute([run], sc, data_root=data_root, device=device, jobs=jobs, desc=run.row)
+
+
+def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fine: bool = False):
+    """Per-pixel v, CE loss, prediction and labels of a trained run on ``n_images`` of a split."""
+    from armlib.analysis import iterate_predictions
+
+    out = {"v": [], "loss": [], "pred": [], "target": [], "fine": [], "image": []}
+    for image, target, fine, logits in iterate_predictions(run.out, split=split, limit=n_images, device=device,
+                                                           with_fine=with_fine):
+        stats = analysis.pixel_statistics(logits, target)
+        for k in ("v", "loss", "pred"):
+            out[k].append(stats[k])
+        out["target"].append(target)
+        out["image"].append(image)
+        if fine is not None:
+            out["fine"].append(fine)
+    return {k: torch.cat(v) if v else None for k, v in out.items()}
+
+
+def measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataFrame:
+    """Mean CE per variance bin of the CE-trained model on validation images (trains the run if missing)."""
+    sc = get_scale(scale)
+    run = base_run(sc, runs_dir, seeds, data_root)
+    ensure(run, sc, data_root, device, jobs)
+    px = pixels(run, "val", device, ANALYSIS_IMAGES)
+    valid = px["target"] != 255
+    return analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])

@@ -1,0 +1,88 @@
+"""ARM's learned W(v) per seed, whether it moved and suppresses, and the Hölder prediction (not in
+the paper).
+
+One report section: its manifest entry is ``sections.get_section('learned_curve')``; its notebook
+``notebooks/learned_curve.ipynb`` calls :func:`measure` (runs → ``results/learned_curve*.csv``)
+and :func:`plot` (→ ``figures/learned_curve.png``).
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from armlib import analysis, arm, experiments, results, sections, stats, verdicts
+from armlib.plots import save
+from armlib.report_sections._runs import ANALYSIS_IMAGES, pixels
+from armlib.runs import read_record
+from armlib.sections import get_scale
+
+
+def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",
+            jobs=None) -> tuple[dict, pd.DataFrame]:
+    """ARM's W(v) per seed at init and at the end; did it move, does it suppress confident pixels, and does it
+    follow the Hölder prediction from the same model's measured loss curve (seeds where it moved only)."""
+    sc = get_scale(scale)
+    runs = [r for r in experiments.plan("table2", sc, runs_dir, seeds, data_root) if r.row == "norm_l2"]
+    experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="learned_curve")
+    per_seed, rows, claims = [], [], []
+    for r in runs:
+        record = read_record(r.out)
+        if record.get("status") == "diverged" or "arm_curve" not in record:
+            rows.append({"seed": r.seed, "status": record.get("status", "no curve")})
+            continue
+        v = np.asarray(record["arm_curve"]["v"])
+        w = np.asarray(record["arm_curve"]["w"])
+        w0 = np.asarray(record["arm_curve_init"]["w"])
+        change = arm.curve_shape_change(w0, w)
+        suppression = arm.curve_suppression(w)
+        moved = verdicts.threshold("learned_curve", "curve_moved", change, seed=r.seed)
+        suppresses = verdicts.threshold("learned_curve", "curve_suppresses", suppression, seed=r.seed,
+                                        prerequisite=moved["verdict"] == stats.HOLDS)
+        holder_fit = verdicts.threshold("learned_curve", "curve_holder", math.nan, seed=r.seed,
+                                        prerequisite=moved["verdict"] == stats.HOLDS)
+        corr = math.nan
+        predicted = None
+        curve = None
+        # a curve that never left its initialisation says nothing about where ARM converges
+        if moved["verdict"] == stats.HOLDS:
+            px = pixels(r, "train", device, ANALYSIS_IMAGES)
+            valid = px["target"] != 255
+            curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+            predicted = analysis.holder_prediction(curve, p=2.0)
+            learned_at_bins = np.interp(curve["v_mid"], v, w)
+            ok = (curve["count"].to_numpy() >= 100) & np.isfinite(predicted)
+            corr = float(np.corrcoef(learned_at_bins[ok], predicted[ok])[0, 1]) if ok.sum() > 2 else math.nan
+            holder_fit = verdicts.threshold("learned_curve", "curve_holder", corr, seed=r.seed)
+        per_seed.append({"seed": r.seed, "v": v, "w": w, "w_init": w0, "curve": curve, "predicted": predicted})
+        rows.append({"seed": r.seed, "status": "ok", "W(-1) init": w0[0], "W(0) init": w0[len(w0) // 2],
+                     "W(+1) init": w0[-1], "W(-1)": w[0], "W(0)": w[len(w) // 2], "W(+1)": w[-1],
+                     "shape change": change, "suppression": suppression, "moved": moved["verdict"] == stats.HOLDS,
+                     "suppresses": suppresses["verdict"] == stats.HOLDS, "corr with Hölder prediction": corr})
+        claims += [moved, suppresses, holder_fit]
+    summary = pd.DataFrame(rows)
+    claims = stats.threshold_claims_frame(claims)
+    results.write_section(out_dir, "learned_curve", summary=summary, claims=claims)
+    return {"summary": summary, "per_seed": per_seed,
+            "thresholds": sections.get_section("learned_curve").criteria}, claims
+
+
+def plot(learned: dict, out_dir="reports"):
+    """ARM's W(v) per seed at the end (solid) and at initialisation (dashed), each divided by its mean (a
+    uniform scale of W does nothing after normalisation), with the Hölder prediction where ARM moved (dotted)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, s in enumerate(learned["per_seed"]):
+        colour = sns.color_palette("deep")[i % 10]
+        ax.plot(s["v"], s["w"] / s["w"].mean(), color=colour, label=f"ARM, seed {s['seed']}")
+        ax.plot(s["v"], s["w_init"] / s["w_init"].mean(), "--", color=colour, lw=1,
+                label=f"at init, seed {s['seed']}")
+        if s["predicted"] is not None:
+            pred = s["predicted"] / np.nanmean(s["predicted"])
+            ax.plot(s["curve"].v_mid, pred, ":", color=colour, label=f"Hölder prediction, seed {s['seed']}")
+    ax.set_xlabel("v (normalised variance)")
+    ax.set_ylabel("W(v) / mean W")
+    ax.legend(fontsize=7)
+    return save(fig, out_dir, "learned_curve")
