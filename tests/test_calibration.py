@@ -256,8 +256,17 @@ def test_the_committed_gpu_records_still_give_the_committed_gpu_calibration(tmp_
     except ValueError as exc:
         pytest.fail(f"the committed gpu calibration records no longer match the gpu config or the training code "
                     f"({exc}); rerun the calibration on a GPU, or remove the partial one knowingly")
+    import pandas as pd
+
     for name in (calibration.SUMMARY_FILE, calibration.ARM_FILE, calibration.CURVE_FILE):
-        assert (tmp_path / "out" / name).read_text() == (committed / name).read_text(), name
+        ours, theirs = pd.read_csv(tmp_path / "out" / name), pd.read_csv(committed / name)
+        # Every column is read from the records, except the shape pull, which runs ARM's initial curve through
+        # float32 autograd on this CPU: its last bits follow oneDNN's instruction set (seen: 0.0110659501670 on
+        # AMD EPYC, 0.0110659502550 on an Intel Xeon, both AVX-512), so it is compared to float32 rounding.
+        pull = [c for c in ours.columns if c.startswith("shape pull")]
+        pd.testing.assert_frame_equal(ours.drop(columns=pull), theirs.drop(columns=pull), check_exact=True,
+                                      obj=name)
+        pd.testing.assert_frame_equal(ours[pull], theirs[pull], check_exact=False, rtol=1e-6, obj=name)
 
 
 def test_calibrate_goes_on_to_the_next_t_when_arm_stays_flat_on_fine_labels(tmp_path, monkeypatch):

@@ -277,8 +277,13 @@ def test_isolated_arm_run_trains_the_model_as_plain_ce(data_root, tmp_path):
     train(cfg, tmp_path / "ce")
     train(cfg.replace(reweight="arm", isolated_fraction=1.0), tmp_path / "iso")
     ce, iso = (torch.load(tmp_path / d / CHECKPOINT, weights_only=True) for d in ("ce", "iso"))
-    for k in ce["model"]:
-        torch.testing.assert_close(ce["model"][k], iso["model"][k], rtol=0, atol=1e-5)
+    # Float32 rounding through 4 steps: the parameters' relative L2 distance, measured 6.1e-7 on an Intel Xeon
+    # (AVX-512) and 9.1e-8 there under ONEDNN_MAX_CPU_ISA=AVX2; an absolute 1e-5 per weight had held on AMD EPYC
+    # only (near-zero BatchNorm biases differ by 1e-6 in absolute terms, 1e-3 relative to themselves). At 4 steps ARM's curve is still flat, so a
+    # joint ARM run is about as close to CE: the gradient-level test below is the one that tells the phases apart.
+    keys = [k for k, w in ce["model"].items() if w.is_floating_point()]
+    flat = lambda run: torch.cat([run["model"][k].double().flatten() for k in keys])  # noqa: E731
+    assert ((flat(ce) - flat(iso)).norm() / flat(ce).norm()).item() < 1e-5
     initial = build_criterion(cfg.replace(reweight="arm")).weight_fn.state_dict()
     assert any(not torch.equal(initial[k], iso["arm"][k]) for k in initial)
 
