@@ -111,6 +111,7 @@ class TrainConfig:
     channels_last: bool = True               # channels-last memory format (CUDA only)
     compile: bool = False                    # torch.compile the model
     num_workers: int = 4                     # DataLoader worker processes per rank
+    data_on_device: bool = False             # CUDA: hold and augment the decoded train set on the GPU (new rounding)
     threads: int | None = None               # torch.set_num_threads; None leaves torch's default
     checkpoint_every: int = 2000             # write a checkpoint every this many iterations (and at the end)
     log_every: int = 50                      # log.csv row / progress-bar update every this many iterations

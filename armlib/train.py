@@ -59,8 +59,8 @@ from torch.utils.data import DataLoader, Dataset
 from armlib.arm import adversarial_sgd
 from armlib.config import TrainConfig, load_config
 from armlib.data.checks import check_run_inputs, check_val_set
-from armlib.data.loading import (AugmentedDataset, ResumableSampler, batches, build_datasets, class_names,
-                                 prepare_data)
+from armlib.data import loading
+from armlib.data.loading import ResumableSampler, batches, build_datasets, class_names, prepare_data
 from armlib.evaluation import evaluate_model
 from armlib.metrics import reported_metrics, resolved_mask
 from armlib.paths import atomic_write_text, git_revision, resolve
@@ -188,18 +188,13 @@ def build_data(cfg: TrainConfig, ranks: Ranks, device: torch.device) -> TrainDat
     names = class_names(cfg)
     resolved_mask(names, cfg.unresolved_classes)   # a misspelt class fails now, not after training
     check_val_set(val_set, f"the val set of dataset={cfg.dataset!r}")  # a bad val label fails now, not after T
-    from armlib.data import train_transform
-
-    train_set = AugmentedDataset(train_base, train_transform(cfg.crop_size, cfg.scale_range), cfg.seed)
-    sampler = ResumableSampler(train_set, ranks.world, ranks.rank, cfg.seed)
+    # through the module, so that tests/test_data_pipeline.py can swap in the data path it replaced
+    sampler, loader = loading.training_loader(cfg, train_base, ranks.world, ranks.rank, device)
     per_rank = cfg.batch_size // ranks.world
     per_epoch = sampler.num_samples // per_rank
     if per_epoch == 0:
-        raise ValueError(f"the training set has {len(train_set)} images, fewer than one global batch "
+        raise ValueError(f"the training set has {len(train_base)} images, fewer than one global batch "
                          f"({cfg.batch_size}); lower batch_size")
-    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global stream untouched
     return TrainData(loader, sampler, val_set, num_classes, names, per_rank, per_epoch)
 
 

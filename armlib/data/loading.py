@@ -4,7 +4,10 @@ Used by the trainer (below it in the data flow: data → model → loss/ARM → 
 finished runs. Reproducibility contract: the data order of epoch e is ``randperm(n, seed + e)``
 (DistributedSampler's convention) and the augmentation of sample i in epoch e draws from torch's generator
 seeded by (seed, e, i), so two rows trained with the same seed see the same images in the same order with the
-same crops and flips (``tests/test_loading.py``), and a resumed run continues the exact stream.
+same crops and flips (``tests/test_loading.py``), and a resumed run continues the exact stream. The training set
+is decoded once and augmented from explicit generators (:class:`AugmentedDataset`): the same numbers as decoding
+each image at every access and augmenting under torch's reseeded global generator, which it replaced
+(``tests/test_data_pipeline.py`` runs both).
 """
 from __future__ import annotations
 
@@ -18,10 +21,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from armlib.config import TrainConfig
+from armlib.data.transforms import TrainAugmentation, normalize
 from armlib.paths import resolve
 
 __all__ = ["synthetic_root", "prepare_data", "dataset_for", "class_names", "build_datasets", "AugmentedDataset",
-           "ResumableSampler", "batches"]
+           "collate_normalized", "ResumableSampler", "training_loader", "batches"]
+
+DECODE_ONCE_MAX_BYTES = 4 * 2**30   # a decoded training set up to this size is held in memory (module docstring)
 
 
 def synthetic_root(cfg: TrainConfig) -> Path:
@@ -88,24 +94,55 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 class AugmentedDataset(Dataset):
     """Training view of a dataset whose augmentation is a function of (seed, epoch, index).
 
-    Keys are ``(index, epoch)`` pairs (from :class:`ResumableSampler`); the transform runs under torch's
-    generator seeded with :func:`_sample_seed`, inside ``fork_rng`` so the caller's stream is untouched.
-    Items: (image float32 3×H×W, mask int64 H×W).
+    Keys are ``(index, epoch)`` pairs (from :class:`ResumableSampler`); sample i of epoch e is augmented by
+    ``augment`` drawing from a ``torch.Generator`` seeded with :func:`_sample_seed` (torch's global stream
+    is untouched). The training set is decoded once, at construction, when it fits in
+    :data:`DECODE_ONCE_MAX_BYTES` (the synthetic sets: a few MB), and at every access otherwise.
+
+    Args:
+        base: items ``(image uint8 3×H×W, mask H×W, ...)`` with labels 0..254 and 255 (the readers' contract).
+        augment: a :class:`armlib.data.transforms.TrainAugmentation`.
+        seed: the run's seed.
+        device: where the decoded set is held and augmented (None: the CPU). Another device needs the decoded
+            set to fit in :data:`DECODE_ONCE_MAX_BYTES`; ``ValueError`` says so otherwise.
+
+    Items: (image uint8 3×h×w, mask uint8 h×w) on ``device``; :func:`collate_normalized` makes a batch.
     """
 
-    def __init__(self, base: Dataset, transform: Callable, seed: int):
-        self.base, self.transform, self.seed = base, transform, seed
+    def __init__(self, base: Dataset, augment: Callable, seed: int, device: torch.device | str | None = None):
+        self.base, self.augment, self.seed = base, augment, seed
+        self.device = torch.device(device if device is not None else "cpu")
+        self.decoded: list[tuple[Tensor, Tensor]] | None = None
+        first = self._decode(0)
+        size = len(base) * sum(t.numel() * t.element_size() for t in first)
+        if size <= DECODE_ONCE_MAX_BYTES:
+            self.decoded = [first] + [self._decode(i) for i in range(1, len(base))]
+        elif self.device.type != "cpu":
+            raise ValueError(f"the decoded training set ({size / 2**30:.1f} GiB) exceeds DECODE_ONCE_MAX_BYTES "
+                             f"({DECODE_ONCE_MAX_BYTES / 2**30:.1f} GiB), so it cannot be held on {self.device}; "
+                             "keep the data on the CPU (data_on_device=false)")
+
+    def _decode(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.base[index][:2]
+        # uint8 holds every label (0..254, 255 = ignore) in an eighth of int64's memory; nearest resizing,
+        # padding, cropping and flipping move values without computing on them, so the dtype changes nothing.
+        return (image.as_subclass(Tensor).to(self.device),
+                mask.as_subclass(Tensor).to(self.device, torch.uint8))
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
         index, epoch = key
-        item = self.base[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
-            image, mask = self.transform(item[0], item[1])[:2]
-        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
+        image, mask = self.decoded[index] if self.decoded is not None else self._decode(index)
+        generator = torch.Generator().manual_seed(_sample_seed(self.seed, epoch, index))
+        return self.augment(image, mask, generator=generator)
+
+
+def collate_normalized(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """[(image uint8 3×h×w, mask h×w)] → (images float32 N×3×h×w ImageNet-normalised, masks int64 N×h×w)."""
+    images, masks = zip(*items)
+    return normalize(torch.stack(images)), torch.stack(masks).to(torch.int64)
 
 
 class ResumableSampler(DistributedSampler):
@@ -129,6 +166,23 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+def training_loader(cfg: TrainConfig, base: Dataset, world: int, rank: int, device: torch.device
+                    ) -> tuple[ResumableSampler, DataLoader]:
+    """The sampler and loader of rank ``rank`` of ``world``: batches of ``cfg.batch_size / world`` augmented
+    images (float32, normalised) and labels (int64), on ``device`` when ``cfg.data_on_device`` (CUDA: the
+    decoded set is held there and augmented there, in the loop's process), on the CPU otherwise."""
+    on_device = cfg.data_on_device and device.type != "cpu"
+    dataset = AugmentedDataset(base, TrainAugmentation(cfg.crop_size, cfg.scale_range), cfg.seed,
+                               device=device if on_device else None)
+    sampler = ResumableSampler(dataset, world, rank, cfg.seed)
+    workers = 0 if on_device else cfg.num_workers   # device tensors cannot be handed to worker processes
+    loader = DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=workers,
+                        collate_fn=collate_normalized, drop_last=True,
+                        pin_memory=device.type == "cuda" and not on_device, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global stream untouched
+    return sampler, loader
 
 
 def batches(loader: DataLoader, sampler: ResumableSampler, start_iteration: int, per_rank: int,

@@ -1,0 +1,208 @@
+"""The decode-once data path returns, batch for batch, what the per-sample ``v2.Compose`` path it replaced did.
+
+The reference below is that path as it was (``armlib.data.transforms`` and ``armlib.data.loading`` before the
+change): a ``v2.Compose`` of ``RandomScale``, ``RandomCrop``, ``RandomHorizontalFlip``, ``ColorJitter``,
+``ToDtype`` and ``Normalize``, run on each freshly decoded image under torch's global generator reseeded per
+sample inside ``fork_rng``, batches stacked by the default collate. Kept here only to prove identity: the same
+transform outputs, the same batches, the same parameters after 50 training steps, the same resume.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from armlib.config import load_config
+from armlib.data import loading, train_transform
+from armlib.data.loading import (AugmentedDataset, ResumableSampler, _sample_seed, batches, build_datasets,
+                                 prepare_data, training_loader)
+from armlib.data.transforms import DEFAULT_COLOR_JITTER, IMAGENET_MEAN, IMAGENET_STD, TrainAugmentation
+from armlib.paths import CONFIG_DIR
+from armlib.runs import CHECKPOINT
+from armlib.train import train
+
+
+# -- the replaced path (reference) -----------------------------------------------------------------------
+
+class _RandomScale(v2.Transform):
+    def __init__(self, scale_range):
+        super().__init__()
+        self.scale_range = scale_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        scale = low + float(torch.rand(())) * (high - low)
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        mode = v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask) else v2.InterpolationMode.BILINEAR
+        return self._call_kernel(F.resize, inpt, params["size"], interpolation=mode, antialias=True)
+
+
+def reference_transform(crop_size, scale_range, hflip=0.5, color_jitter=DEFAULT_COLOR_JITTER):
+    steps = [_RandomScale(scale_range),
+             v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
+             v2.RandomHorizontalFlip(hflip)]
+    if color_jitter is not None:
+        steps.append(v2.ColorJitter(*color_jitter))
+    pipeline = v2.Compose(steps + [
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def transform(image, *masks):
+        return tuple(pipeline(tv_tensors.Image(image), *(tv_tensors.Mask(m) for m in masks)))
+    return transform
+
+
+class ReferenceAugmentedDataset(Dataset):
+    def __init__(self, base, transform, seed):
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, epoch = key
+        item = self.base[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+            image, mask = self.transform(item[0], item[1])[:2]
+        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
+
+
+def reference_loader(cfg, base, world, rank, device):
+    dataset = ReferenceAugmentedDataset(base, reference_transform(cfg.crop_size, cfg.scale_range), cfg.seed)
+    sampler = ResumableSampler(dataset, world, rank, cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
+    return sampler, loader
+
+
+# -- fixtures --------------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smoke_cfg(data_root, *overrides):
+    return load_config(CONFIG_DIR / "smoke.yaml", [
+        f"data_root={data_root}", "iterations=50", "checkpoint_every=25", "threads=1", "num_workers=0",
+        "device=cpu", "quiet=true", *overrides])
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare_data(smoke_cfg(root))
+    return root
+
+
+def scene(height, width, seed):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    mask = torch.randint(0, 19, (height, width), generator=generator)
+    mask[:3] = 255
+    return image, mask
+
+
+# -- identity --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size,crop,scale_range,hflip", [
+    ((64, 128), (64, 128), (0.5, 2.0), 0.5),     # the quick scale: padding below scale 1, cropping above
+    ((48, 80), (32, 40), (0.5, 2.0), 0.5),
+    ((16, 24), (40, 48), (1.0, 1.0), 0.3),        # always padded, never resized
+    ((50, 70), (50, 70), (1.0, 1.0), 1.0),        # nothing to crop or pad: only flip and jitter
+])
+def test_train_transform_returns_what_the_v2_compose_returned(size, crop, scale_range, hflip):
+    for seed in range(25):
+        image, mask = scene(*size, seed)
+        fine = (18 - mask).clamp_min(0)
+        torch.manual_seed(seed)
+        expected = reference_transform(crop, scale_range, hflip)(image, mask, fine)
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        got = train_transform(crop, scale_range, hflip)(tv_tensors.Image(image), tv_tensors.Mask(mask), fine)
+        assert torch.equal(torch.get_rng_state(), state)    # the same number of draws from the global stream
+        for a, b in zip(got, expected, strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b.as_subclass(Tensor)), seed
+
+
+def test_an_explicit_generator_draws_what_the_reseeded_global_one_did():
+    augment = TrainAugmentation((64, 128), (0.5, 2.0))
+    image, mask = scene(64, 128, 0)
+    before = torch.get_rng_state()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        expected = augment(image, mask)
+        got = augment(image, mask, generator=torch.Generator().manual_seed(seed))
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    torch.set_rng_state(before)
+
+
+@pytest.mark.parametrize("decode_once", [True, False])
+def test_the_loader_yields_the_batches_the_replaced_path_yielded(data_root, monkeypatch, decode_once):
+    if not decode_once:
+        monkeypatch.setattr(loading, "DECODE_ONCE_MAX_BYTES", 0)
+    cfg = smoke_cfg(data_root)
+    base, _, _ = build_datasets(cfg, prepare_data(cfg))
+    new_sampler, new_loader = training_loader(cfg, base, 1, 0, torch.device("cpu"))
+    assert (new_loader.dataset.decoded is not None) == decode_once
+    old_sampler, old_loader = reference_loader(cfg, base, 1, 0, torch.device("cpu"))
+    per_epoch = new_sampler.num_samples // cfg.batch_size
+    for start in (0, 7):    # from the start, and resumed mid-epoch
+        new = batches(new_loader, new_sampler, start, cfg.batch_size, per_epoch)
+        old = batches(old_loader, old_sampler, start, cfg.batch_size, per_epoch)
+        for _ in range(3 * per_epoch):
+            (new_x, new_y), (old_x, old_y) = next(new), next(old)
+            assert new_x.dtype == old_x.dtype and new_y.dtype == old_y.dtype
+            assert torch.equal(new_x, old_x) and torch.equal(new_y, old_y)
+
+
+def test_a_set_too_large_to_hold_on_a_device_is_refused(data_root, monkeypatch):
+    monkeypatch.setattr(loading, "DECODE_ONCE_MAX_BYTES", 0)
+    cfg = smoke_cfg(data_root)
+    base, _, _ = build_datasets(cfg, prepare_data(cfg))
+    with pytest.raises(ValueError, match="DECODE_ONCE_MAX_BYTES.*data_on_device=false"):
+        AugmentedDataset(base, TrainAugmentation(cfg.crop_size, cfg.scale_range), 0, device="meta")
+
+
+def checkpoint_state(out_dir) -> dict:
+    ckpt = torch.load(out_dir / CHECKPOINT, weights_only=True)
+    return {**{f"model.{k}": v for k, v in ckpt["model"].items()}, **{f"arm.{k}": v for k, v in ckpt["arm"].items()},
+            **{f"momentum.{k}": v["momentum_buffer"] for k, v in ckpt["optimizer"]["state"].items()}}
+
+
+def test_training_and_resume_are_bit_identical_to_the_replaced_path(data_root, tmp_path, monkeypatch):
+    cfg = smoke_cfg(data_root, "reweight=arm")
+    train(cfg, tmp_path / "new")
+    train(cfg, tmp_path / "resumed", stop_at=25)
+    train(cfg, tmp_path / "resumed", resume=True)
+    monkeypatch.setattr(loading, "training_loader", reference_loader)
+    train(cfg, tmp_path / "old")
+    old = checkpoint_state(tmp_path / "old")
+    for run in ("new", "resumed"):
+        new = checkpoint_state(tmp_path / run)
+        assert new.keys() == old.keys()
+        assert all(torch.equal(new[k], old[k]) for k in old), run
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_geometry_is_the_cpus_and_the_colours_within_rounding():
+    augment = TrainAugmentation((64, 128), (0.5, 2.0))
+    for seed in range(10):
+        image, mask = scene(64, 128, seed)
+        cpu = augment(image, mask, generator=torch.Generator().manual_seed(seed))
+        gpu = augment(image.cuda(), mask.cuda(), generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(gpu[1].cpu(), cpu[1])
+        assert (gpu[0].cpu().int() - cpu[0].int()).abs().max() <= 2
