@@ -13,16 +13,62 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
+from torchvision.ops.misc import ConvNormActivation
 
 AUX_LOSS_WEIGHT = 0.4   # paper §4.2 (and mmsegmentation's auxiliary FCN head / OCR soft-region head)
 DROPOUT = 0.1           # mmsegmentation's dropout_ratio before every classifier
 
 
+class DilatedConv2d(nn.Conv2d):
+    """Depthwise ``nn.Conv2d`` with 'same' zero padding and stride 1 that skips the taps reading only padding.
+
+    On an axis of n pixels, the tap at offset j·dilation (|j| ≤ k // 2) reads an input pixel for some output
+    only when |j|·dilation ≤ n − 1; otherwise it multiplies zeros for every output. ASPP's rates 24 and 36 on
+    the quick scale's 8×16 feature map leave only the centre tap, rate 12 only the centre row. Those taps are
+    cut from the kernel for the call: the same products are summed, the skipped weights get the zero gradient
+    they get in the full convolution, and the weight keeps its k×k shape (checkpoints are unchanged).
+    Depthwise and without bias only: each output then sums its own channel's taps, and dropping terms that
+    are zero leaves the sum bit for bit; a dense convolution's sum over channels and taps, and a bias, are
+    accumulated in an order that changes with the kernel's size (1e-7 differences).
+    ``tests/test_dilated_conv.py`` checks outputs, gradients and a training run bit for bit against ``nn.Conv2d``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        same = tuple(d * (k // 2) for d, k in zip(self.dilation, self.kernel_size))
+        if (self.stride != (1, 1) or self.padding != same or self.padding_mode != "zeros"
+                or not all(k % 2 for k in self.kernel_size) or self.groups != self.in_channels
+                or self.bias is not None):
+            raise ValueError(f"DilatedConv2d needs a depthwise conv (groups = in_channels, bias=False) with an "
+                             f"odd kernel, stride 1 and zero padding dilation·(k // 2) (got kernel {self.kernel_size}, "
+                             f"groups {self.groups} of {self.in_channels} channels, stride {self.stride}, "
+                             f"padding {self.padding}, {self.padding_mode!r})")
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        half = [min(k // 2, (n - 1) // d) for k, n, d in zip(self.kernel_size, x.shape[-2:], self.dilation)]
+        if half == [k // 2 for k in self.kernel_size]:
+            return super()._conv_forward(x, weight, bias)
+        (kh, kw), (mh, mw) = self.kernel_size, half
+        weight = weight[:, :, kh // 2 - mh: kh // 2 + mh + 1, kw // 2 - mw: kw // 2 + mw + 1]
+        padding = (mh * self.dilation[0], mw * self.dilation[1])
+        return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups)
+
+
+class _DepthwiseConvNormActivation(ConvNormActivation):
+    """``Conv2dNormActivation(channels, channels, 3, dilation=dilation, groups=channels)`` whose conv is a
+    :class:`DilatedConv2d` when dilated (``Conv2dNormActivation`` fixes its conv class to ``nn.Conv2d``)."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__(channels, channels, 3, dilation=dilation, groups=channels,
+                         conv_layer=DilatedConv2d if dilation > 1 else nn.Conv2d)
+
+
 def separable_conv(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
     """Depthwise 3×3 (dilated) conv-BN-ReLU then pointwise 1×1 conv-BN-ReLU (mmcv's
-    ``DepthwiseSeparableConvModule``, DeepLabV3+'s atrous separable conv). N×C_in×H×W → N×C_out×H×W."""
+    ``DepthwiseSeparableConvModule``, DeepLabV3+'s atrous separable conv). N×C_in×H×W → N×C_out×H×W.
+    A dilated depthwise conv is a :class:`DilatedConv2d` (same numbers, fewer multiplications by padding)."""
     return nn.Sequential(
-        Conv2dNormActivation(in_channels, in_channels, 3, dilation=dilation, groups=in_channels),
+        _DepthwiseConvNormActivation(in_channels, dilation),
         Conv2dNormActivation(in_channels, out_channels, 1),
     )
 
