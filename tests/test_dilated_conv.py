@@ -1,6 +1,9 @@
 """ASPP's dilated depthwise convs skip the taps that read only padding, with nn.Conv2d's numbers bit for bit."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +17,11 @@ from armlib.paths import CONFIG_DIR
 from armlib.runs import CHECKPOINT
 from armlib.train import train
 
+_spec = importlib.util.spec_from_file_location(
+    "replaced", Path(__file__).resolve().parent.parent / "benchmarks" / "replaced.py")
+replaced = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(replaced)
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -21,14 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def as_reference(model: nn.Module) -> nn.Module:
-    """The model as it was before: every DilatedConv2d a plain nn.Conv2d (same weights, every tap computed)."""
-    for module in model.modules():
-        if isinstance(module, DilatedConv2d):
-            module.__class__ = nn.Conv2d
-    return model
 
 
 def pair(channels, dilation):
@@ -97,7 +97,7 @@ def test_training_and_resume_are_bit_identical_to_full_convolutions(tmp_path):
     prepare_data(cfg)
 
     def reference(cfg, num_classes):
-        return as_reference(build_model(cfg.model, num_classes, output_stride=cfg.output_stride))
+        return replaced.as_reference(build_model(cfg.model, num_classes, output_stride=cfg.output_stride))
 
     train(cfg, tmp_path / "old", model_fn=reference)
     train(cfg, tmp_path / "new")
