@@ -43,6 +43,7 @@ report: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_step.py
 	$(BIN)/python benchmarks/bench_gpu_loss.py
+	$(BIN)/python benchmarks/bench_quick.py
 	$(BIN)/python benchmarks/scale_flops.py
 
 # Regenerate the nbval goldens (papermill copies of notebooks/ at smoke scale) and their result files.

@@ -40,15 +40,22 @@ class _RandomScale(v2.Transform):
         return self._call_kernel(F.resize, inpt, params["size"], interpolation=mode, antialias=True)
 
 
+_TO_FLOAT = [v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def reference_eval_transform():
+    pipeline = v2.Compose(_TO_FLOAT)
+    return lambda image, *masks: tuple(pipeline(tv_tensors.Image(image), *(tv_tensors.Mask(m) for m in masks)))
+
+
 def reference_transform(crop_size, scale_range, hflip=0.5, color_jitter=DEFAULT_COLOR_JITTER):
     steps = [_RandomScale(scale_range),
              v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
              v2.RandomHorizontalFlip(hflip)]
     if color_jitter is not None:
         steps.append(v2.ColorJitter(*color_jitter))
-    pipeline = v2.Compose(steps + [
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    pipeline = v2.Compose(steps + _TO_FLOAT)
 
     def transform(image, *masks):
         return tuple(pipeline(tv_tensors.Image(image), *(tv_tensors.Mask(m) for m in masks)))

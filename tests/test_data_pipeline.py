@@ -12,7 +12,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from armlib.config import load_config
-from armlib.data import loading, train_transform
+from armlib.data import eval_transform, loading, train_transform
 from armlib.data.loading import AugmentedDataset, batches, build_datasets, prepare_data, training_loader
 from armlib.data.transforms import TrainAugmentation
 from armlib.paths import CONFIG_DIR
@@ -77,6 +77,13 @@ def test_train_transform_returns_what_the_v2_compose_returned(size, crop, scale_
         assert torch.equal(torch.get_rng_state(), state)    # the same number of draws from the global stream
         for a, b in zip(got, expected, strict=True):
             assert a.dtype == b.dtype and torch.equal(a, b.as_subclass(Tensor)), seed
+
+
+def test_eval_transform_returns_what_the_v2_compose_returned():
+    image, mask = scene(48, 80, 0)
+    expected = replaced.reference_eval_transform()(image, mask)
+    got = eval_transform()(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    assert all(a.dtype == b.dtype and torch.equal(a, b.as_subclass(Tensor)) for a, b in zip(got, expected, strict=True))
 
 
 def test_an_explicit_generator_draws_what_the_reseeded_global_one_did():
