@@ -112,6 +112,10 @@ class TrainConfig:
     compile: bool = False                    # torch.compile the model
     num_workers: int = 4                     # DataLoader worker processes per rank
     data_on_device: bool = False             # CUDA: hold and augment the decoded train set on the GPU (new rounding)
+    # Faster on one CPU thread, but they round differently (ratios in BENCHMARKS.md), so off by default:
+    cpu_channels_last: bool = False          # CPU: channels-last memory format (channels_last is CUDA's)
+    cpu_fused_sgd: bool = False              # CPU: torch.optim.SGD(fused=True) (CUDA always uses it)
+    matmul_resize: bool = False              # upsample the logits to the crop as two matmuls, not F.interpolate
     threads: int | None = None               # torch.set_num_threads; None leaves torch's default
     checkpoint_every: int = 2000             # write a checkpoint every this many iterations (and at the end)
     log_every: int = 50                      # log.csv row / progress-bar update every this many iterations

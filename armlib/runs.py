@@ -35,7 +35,8 @@ TRAINING_CODE_VERSION = 2
 # behaviour bit for bit. At that default a field is left out of the key, so adding an opt-in field keeps every
 # committed run (and its checkpoint) valid; set to anything else it enters the key like any other field.
 # tests/test_gpu_session.py checks that every committed gpu record still maps to its folder's key.
-OPT_IN_FIELDS: dict[str, object] = {"plan": "", "data_on_device": False}
+OPT_IN_FIELDS: dict[str, object] = {"plan": "", "data_on_device": False, "cpu_channels_last": False,
+                                     "cpu_fused_sgd": False, "matmul_resize": False}
 
 # Statuses of a run that learned nothing (status: why): it stays in every table, marked, and takes the metric's
 # worst value in every comparison (README, "How a verdict is made"; armlib.stats). A new such status is one entry.

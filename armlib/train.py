@@ -198,6 +198,10 @@ def build_data(cfg: TrainConfig, ranks: Ranks, device: torch.device) -> TrainDat
     return TrainData(loader, sampler, val_set, num_classes, names, per_rank, per_epoch)
 
 
+def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.channels_last if device.type == "cuda" else cfg.cpu_channels_last
+
+
 def build_state(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None, ranks: Ranks,
                 device: torch.device) -> TrainState:
     """Model from ``seed``, ARM from ``seed + 1`` (:func:`build_criterion`), then the training stream from
@@ -208,13 +212,14 @@ def build_state(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None, ra
     if criterion is not None:
         criterion.weight_fn.to(device)
     torch.manual_seed(cfg.seed + 2 + ranks.rank)
-    if device.type == "cuda" and cfg.channels_last:
+    if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda" and ranks.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     arm_params = list(criterion.weight_fn.parameters()) if criterion is not None else []
     optimizer = adversarial_sgd(model.parameters(), arm_params, lr=cfg.base_lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, **({"fused": True} if device.type == "cuda" else {}))
+                                weight_decay=cfg.weight_decay,
+                                **({"fused": True} if device.type == "cuda" or cfg.cpu_fused_sgd else {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: paper_lr(it, cfg.iterations, 1.0))
     return TrainState(model, criterion, optimizer, scheduler)
 
@@ -248,7 +253,7 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
     try:
         for it in range(start_it, total):
             images, target = (t.to(device, non_blocking=True) for t in next(stream))
-            if device.type == "cuda" and cfg.channels_last:
+            if _channels_last(cfg, device):
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = state.optimizer.param_groups[0]["lr"]  # the lr of this step (logged)
             try:

@@ -11,9 +11,10 @@ variant starts from the same weights, sees the same batches and, reseeded per ro
 "before" and "after" must end bit-identical (checked), a lever's relative L2 distance of the parameters from
 "after" at the end is the rounding it changes.
 
-Levers (each off in the trainer; measured here only): ``channels_last`` (model and input in channels-last memory
-format on the CPU), ``matmul_resize`` (the bilinear upsampling of both outputs to the crop as two small matmuls),
-``foreach_sgd`` and ``fused_sgd`` (``torch.optim.SGD(foreach=True)`` / ``fused=True``).
+Levers, each off by default: ``channels_last`` (model and input in channels-last memory format: config
+``cpu_channels_last``), ``matmul_resize`` (the bilinear upsampling of both outputs to the crop as two small
+matmuls: ``matmul_resize``), ``fused_sgd`` (``torch.optim.SGD(fused=True)``: ``cpu_fused_sgd``) and
+``foreach_sgd`` (``foreach=True``: no config field, as it gains nothing).
 
 Output: ``benchmarks/results/quick-<cpu>-<date>.json`` and the generated quick-step block of BENCHMARKS.md
 (from the newest such JSON): step and data-path times, FLOP/s against the machine's float32 matmul rate, quick
@@ -24,7 +25,6 @@ runs per hour on 2 cores and the wall time of the quick grid (``reports/quick/re
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import statistics
@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,7 +42,6 @@ import replaced  # noqa: E402
 from armlib.arm import adversarial_sgd  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.data.loading import batches, build_datasets, prepare_data, training_loader  # noqa: E402
-from armlib.models import heads  # noqa: E402
 from armlib.paths import CONFIG_DIR  # noqa: E402
 from armlib.train import build_criterion, build_model_for, train_one_step  # noqa: E402
 
@@ -54,26 +52,16 @@ TRAINING_RECORD = ROOT / "reports" / "quick" / "results" / "meta_training.json"
 LEVERS = ("channels_last", "matmul_resize", "foreach_sgd", "fused_sgd")
 
 
-def matmul_resize(x: Tensor, size) -> Tensor:
-    """Bilinear resize (align_corners=False) as ``A_h · x · A_wᵀ``; the matrices interpolate the identity."""
-    h, w = x.shape[-2:]
-    eye = lambda n: torch.eye(n, dtype=x.dtype).unsqueeze(0)  # noqa: E731
-    a_h = F.interpolate(eye(h), size=size[0], mode="linear", align_corners=False)[0]   # h × H
-    a_w = F.interpolate(eye(w), size=size[1], mode="linear", align_corners=False)[0]   # w × W
-    return a_h.t() @ x @ a_w
-
-
 class Variant:
     """A model + optimiser trained one step at a time on given batches."""
 
-    def __init__(self, cfg, num_classes: int, transform=None, memory_format=torch.contiguous_format,
-                 resize=None, **sgd):
+    def __init__(self, cfg, num_classes: int, transform=None, memory_format=torch.contiguous_format, **sgd):
         torch.manual_seed(cfg.seed)
         self.model = build_model_for(cfg, num_classes)
         if transform is not None:
             self.model = transform(self.model)
         self.model = self.model.to(memory_format=memory_format)
-        self.memory_format, self.resize, self.cfg = memory_format, resize, cfg
+        self.memory_format, self.cfg = memory_format, cfg
         self.criterion = build_criterion(cfg)
         arm = list(self.criterion.weight_fn.parameters()) if self.criterion is not None else []
         self.arm = arm
@@ -83,24 +71,10 @@ class Variant:
 
     def step(self, images: Tensor, target: Tensor) -> None:
         images = images.contiguous(memory_format=self.memory_format)
-        patch = (contextlib.nullcontext() if self.resize is None
-                 else _patched(heads, "resize", self.resize))
-        with patch:
-            train_one_step(self.model, self.criterion, self.optimizer, images, target, self.cfg,
-                           arm_params=self.arm)
+        train_one_step(self.model, self.criterion, self.optimizer, images, target, self.cfg, arm_params=self.arm)
 
     def flat(self) -> Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
-
-
-@contextlib.contextmanager
-def _patched(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def parse_args(argv):
@@ -140,7 +114,7 @@ def _run(args, cfg) -> tuple[dict, Path]:
     variants = {"model_before": Variant(cfg, num_classes, transform=replaced.as_reference),
                 "model_after": Variant(cfg, num_classes),
                 "channels_last": Variant(cfg, num_classes, memory_format=torch.channels_last),
-                "matmul_resize": Variant(cfg, num_classes, resize=matmul_resize),
+                "matmul_resize": Variant(cfg.replace(matmul_resize=True), num_classes),
                 "foreach_sgd": Variant(cfg, num_classes, foreach=True),
                 "fused_sgd": Variant(cfg, num_classes, fused=True)}
     names = list(streams) + list(variants)
@@ -236,8 +210,8 @@ def render(r: dict) -> str:
         f"{r['step_gflop']:.3f} GFLOP (forward + backward) at {r['step_gflops_per_s']:.1f} GFLOP/s, "
         f"{100 * r['step_gflops_per_s'] / (1e3 * r['matmul']['tflops_best']):.0f} % of this thread's float32 "
         f"matmul rate ({1e3 * r['matmul']['tflops_best']:.1f} GFLOP/s at {r['matmul']['size']}³).", "",
-        "Levers that change the rounding (not used by the trainer; each against \"after\", same batches and "
-        "dropout masks):", "",
+        "Levers that change the rounding (config fields, off by default; each against \"after\", same batches "
+        "and dropout masks):", "",
         "| lever | model-step ratio | relative L2 distance of the parameters at the end |", "|---|---|---|",
         *(f"| {lever} | {q[lever]:.3f} | {r['lever_rel_l2'][lever]:.1e} |" for lever in LEVERS), "",
         f"At this run's own \"after\" step time (under the load above), two one-thread runs side by side on 2 "

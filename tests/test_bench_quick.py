@@ -33,10 +33,3 @@ def test_a_smoke_run_writes_json_and_its_markdown_block(tmp_path):
     text = md.read_text()
     assert "stale" not in text and "Prose before." in text and "Prose after." in text
     assert "| whole step |" in text and "bit-identical parameters" in text
-
-
-def test_the_matmul_resize_is_bilinear_resizing():
-    bench = load_bench()
-    x = torch.randn(2, 3, 8, 16, generator=torch.Generator().manual_seed(0))
-    expected = torch.nn.functional.interpolate(x, size=(64, 128), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(bench.matmul_resize(x, (64, 128)), expected)

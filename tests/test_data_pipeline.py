@@ -98,11 +98,11 @@ def test_an_explicit_generator_draws_what_the_reseeded_global_one_did():
     torch.set_rng_state(before)
 
 
-@pytest.mark.parametrize("decode_once", [True, False])
-def test_the_loader_yields_the_batches_the_replaced_path_yielded(data_root, monkeypatch, decode_once):
+@pytest.mark.parametrize("decode_once,on_device", [(True, False), (False, False), (True, True)])
+def test_the_loader_yields_the_batches_the_replaced_path_yielded(data_root, monkeypatch, decode_once, on_device):
     if not decode_once:
         monkeypatch.setattr(loading, "DECODE_ONCE_MAX_BYTES", 0)
-    cfg = smoke_cfg(data_root)
+    cfg = smoke_cfg(data_root, f"data_on_device={str(on_device).lower()}")   # on the CPU: nothing changes
     base, _, _ = build_datasets(cfg, prepare_data(cfg))
     new_sampler, new_loader = training_loader(cfg, base, 1, 0, torch.device("cpu"))
     assert (new_loader.dataset.decoded is not None) == decode_once

@@ -113,10 +113,10 @@ class AugmentedDataset(Dataset):
         self.base, self.augment, self.seed = base, augment, seed
         self.device = torch.device(device if device is not None else "cpu")
         self.decoded: list[tuple[Tensor, Tensor]] | None = None
-        first = self._decode(0)
-        size = len(base) * sum(t.numel() * t.element_size() for t in first)
+        per_item = sum(t.numel() * t.element_size() for t in self._decode(0)) if len(base) else 0
+        size = len(base) * per_item   # the readers' images of one set share a size (Cityscapes, synth)
         if size <= DECODE_ONCE_MAX_BYTES:
-            self.decoded = [first] + [self._decode(i) for i in range(1, len(base))]
+            self.decoded = [self._decode(i) for i in range(len(base))]
         elif self.device.type != "cpu":
             raise ValueError(f"the decoded training set ({size / 2**30:.1f} GiB) exceeds DECODE_ONCE_MAX_BYTES "
                              f"({DECODE_ONCE_MAX_BYTES / 2**30:.1f} GiB), so it cannot be held on {self.device}; "

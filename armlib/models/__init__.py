@@ -40,7 +40,7 @@ __all__ = ["AUX_LOSS_WEIGHT", "ASPP_RATES", "MODEL_NAMES", "OUTPUT_STRIDES", "De
 
 def build_model(name: str, num_classes: int, *, output_stride: int = 8,
                 backbone_weights: str | os.PathLike | None = None, uncertainty: bool = False,
-                aux: bool = True) -> nn.Module:
+                aux: bool = True, matmul_resize: bool = False) -> nn.Module:
     """Build a registered segmentation model.
 
     Args:
@@ -53,6 +53,7 @@ def build_model(name: str, num_classes: int, *, output_stride: int = 8,
             cache (see :func:`armlib.models.backbones.load_backbone_weights`).
         uncertainty: add the log-uncertainty channel ``"log_s"`` for the KL loss (Table 4).
         aux: return the auxiliary (FCN / OCR soft-region) logits ``"aux"`` in training.
+        matmul_resize: upsample the logits as two matmuls (:func:`armlib.models.heads.resize`; rounds differently).
 
     Raises:
         ValueError: unknown ``name`` or ``output_stride`` (the message lists the valid choices).
@@ -72,4 +73,4 @@ def build_model(name: str, num_classes: int, *, output_stride: int = 8,
     if backbone_weights is not None:
         load_backbone_weights(backbone, backbone_weights)
     model_cls = DeepLabV3Plus if head == "deeplabv3plus" else OCRNet
-    return model_cls(backbone, num_classes, **widths, uncertainty=uncertainty, aux=aux)
+    return model_cls(backbone, num_classes, **widths, uncertainty=uncertainty, aux=aux, matmul_resize=matmul_resize)

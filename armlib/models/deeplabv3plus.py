@@ -83,6 +83,8 @@ class DeepLabV3Plus(nn.Module):
         rates: ASPP atrous rates; default :data:`ASPP_RATES` of the backbone's output stride.
         uncertainty: add a log-uncertainty output channel (``"log_s"``).
         aux: build the auxiliary head and return ``"aux"`` in training.
+        matmul_resize: upsample the logits to the input size as two matmuls (:func:`armlib.models.heads.resize`;
+            faster on one CPU thread, rounds differently; off by default).
 
     Shape:
         x N×3×H×W → {"out": N×C×H×W, "aux": N×C×H×W (training, aux), "log_s": N×1×H×W (uncertainty)}.
@@ -90,12 +92,14 @@ class DeepLabV3Plus(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, channels: int = 512,
                  low_level_channels: int = 48, aux_channels: int = 256, rates: tuple[int, ...] | None = None,
-                 uncertainty: bool = False, aux: bool = True) -> None:
+                 uncertainty: bool = False, aux: bool = True,
+                 matmul_resize: bool = False) -> None:
         super().__init__()
         check_output_stride(backbone.output_stride)
         self.backbone = backbone
         self.num_classes = num_classes
         self.uncertainty = uncertainty
+        self.matmul_resize = matmul_resize
         self.decode_head = DeepLabV3PlusHead(
             backbone.channels["out"], backbone.channels["low"], num_classes + int(uncertainty),
             rates or ASPP_RATES[backbone.output_stride], channels, low_level_channels)
@@ -105,4 +109,4 @@ class DeepLabV3Plus(nn.Module):
         features = self.backbone(x)
         logits = self.decode_head(features)
         aux_logits = self.aux_head(features["aux"]) if self.aux_head is not None and self.training else None
-        return assemble_outputs(logits, aux_logits, x.shape[-2:], self.uncertainty)
+        return assemble_outputs(logits, aux_logits, x.shape[-2:], self.uncertainty, self.matmul_resize)

@@ -10,6 +10,7 @@ Forward contract of every armlib model (``model(x)``, x N×3×H×W):
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
@@ -107,29 +108,39 @@ def init_head_(module: nn.Module) -> None:
         nn.init.normal_(convs[-1].weight, std=0.01)
 
 
-def resize(x: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
-    """Bilinear resize with ``align_corners=False`` (mmsegmentation's and torchvision's choice)."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+def resize(x: Tensor, size: tuple[int, int] | list[int], matmul: bool = False) -> Tensor:
+    """Bilinear resize with ``align_corners=False`` (mmsegmentation's and torchvision's choice).
+
+    ``matmul=True``: the same interpolation as ``A_hᵀ · x · A_w``, the matrices being ``F.interpolate`` of the
+    identity along one axis. Two small matmuls run faster than ``F.interpolate`` on one CPU thread at the quick
+    scale but sum in another order, so the result differs by rounding (BENCHMARKS.md, config ``matmul_resize``).
+    """
+    if not matmul:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    rows, cols = (F.interpolate(torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(0), size=m, mode="linear",
+                                align_corners=False)[0] for n, m in zip(x.shape[-2:], size))   # n × m each
+    return rows.t() @ x @ cols
 
 
 def assemble_outputs(logits: Tensor, aux_logits: Tensor | None, size: tuple[int, int] | list[int],
-                     uncertainty: bool) -> dict[str, Tensor]:
+                     uncertainty: bool, matmul_resize: bool = False) -> dict[str, Tensor]:
     """Upsample head outputs to the input ``size`` and build the output dict.
 
     Args:
         logits: N×C×h×w, or N×(C+1)×h×w when ``uncertainty`` (last channel = log s).
         aux_logits: N×C×h'×w' or None (not returned).
         size: the input's (H, W).
+        matmul_resize: upsample with :func:`resize`'s matmul form.
 
     Returns:
         {"out": N×C×H×W, ["aux": N×C×H×W], ["log_s": N×1×H×W]}.
     """
-    logits = resize(logits, size)
+    logits = resize(logits, size, matmul_resize)
     outputs = {}
     if uncertainty:
         outputs["out"], outputs["log_s"] = logits[:, :-1], logits[:, -1:]
     else:
         outputs["out"] = logits
     if aux_logits is not None:
-        outputs["aux"] = resize(aux_logits, size)
+        outputs["aux"] = resize(aux_logits, size, matmul_resize)
     return outputs

@@ -90,19 +90,21 @@ class OCRNet(nn.Module):
         channels: pixel-representation width (512 mmseg).
         ocr_channels: key/query/value width (256 mmseg).
         region_channels: hidden width of the soft-region FCN head (256 mmseg).
-        uncertainty, aux: as in DeepLabV3Plus.
+        uncertainty, aux, matmul_resize: as in DeepLabV3Plus.
 
     Shape:
         x N×3×H×W → {"out": N×C×H×W, "aux": N×C×H×W (training, aux), "log_s": N×1×H×W (uncertainty)}.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, channels: int = 512, ocr_channels: int = 256,
-                 region_channels: int = 256, uncertainty: bool = False, aux: bool = True) -> None:
+                 region_channels: int = 256, uncertainty: bool = False, aux: bool = True,
+                 matmul_resize: bool = False) -> None:
         super().__init__()
         check_output_stride(backbone.output_stride)
         self.backbone = backbone
         self.num_classes = num_classes
         self.uncertainty = uncertainty
+        self.matmul_resize = matmul_resize
         self.aux = aux
         self.soft_region_head = FCNHead(backbone.channels["aux"], region_channels, num_classes)
         self.decode_head = OCRHead(backbone.channels["out"], num_classes + int(uncertainty), channels, ocr_channels)
@@ -112,4 +114,4 @@ class OCRNet(nn.Module):
         soft_regions = self.soft_region_head(features["aux"])                  # N×C×h×w
         logits = self.decode_head(features["out"], soft_regions)
         aux_logits = soft_regions if self.aux and self.training else None
-        return assemble_outputs(logits, aux_logits, x.shape[-2:], self.uncertainty)
+        return assemble_outputs(logits, aux_logits, x.shape[-2:], self.uncertainty, self.matmul_resize)

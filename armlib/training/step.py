@@ -34,7 +34,8 @@ def build_model_for(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None
     from armlib.models import build_model
 
     return build_model(cfg.model, num_classes, output_stride=cfg.output_stride,
-                       backbone_weights=cfg.backbone_weights, uncertainty=cfg.loss == "kl", aux=cfg.aux_weight > 0)
+                       backbone_weights=cfg.backbone_weights, uncertainty=cfg.loss == "kl", aux=cfg.aux_weight > 0,
+                       matmul_resize=cfg.matmul_resize)
 
 
 def build_criterion(cfg: TrainConfig) -> ARMLoss | None:
