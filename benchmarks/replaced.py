@@ -36,7 +36,8 @@ class _RandomScale(v2.Transform):
         return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        mode = v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask) else v2.InterpolationMode.BILINEAR
+        mode = (v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask)
+                else v2.InterpolationMode.BILINEAR)
         return self._call_kernel(F.resize, inpt, params["size"], interpolation=mode, antialias=True)
 
 

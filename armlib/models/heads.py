@@ -41,9 +41,9 @@ class DilatedConv2d(nn.Conv2d):
                 or not all(k % 2 for k in self.kernel_size) or self.groups != self.in_channels
                 or self.bias is not None):
             raise ValueError(f"DilatedConv2d needs a depthwise conv (groups = in_channels, bias=False) with an "
-                             f"odd kernel, stride 1 and zero padding dilation·(k // 2) (got kernel {self.kernel_size}, "
-                             f"groups {self.groups} of {self.in_channels} channels, stride {self.stride}, "
-                             f"padding {self.padding}, {self.padding_mode!r})")
+                             f"odd kernel, stride 1 and zero padding dilation·(k // 2) (got kernel "
+                             f"{self.kernel_size}, groups {self.groups} of {self.in_channels} channels, stride "
+                             f"{self.stride}, padding {self.padding}, {self.padding_mode!r})")
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         half = [min(k // 2, (n - 1) // d) for k, n, d in zip(self.kernel_size, x.shape[-2:], self.dilation)]
