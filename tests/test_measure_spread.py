@@ -19,7 +19,7 @@ def test_another_machines_older_results_are_compared_on_the_columns_both_have(tm
     pd.DataFrame({"row": ["a", "b"], "miou": [10.5, 18.0], "p_holm": [0.3, 0.4]}).to_csv(older / "t.csv", index=False)
     found, undefined = measure_spread.spread(golden, older, common_columns=True)
     assert found == {"t.csv": {"miou": 2.0}} and not undefined
-    with pytest.raises(SystemExit, match="shape"):
+    with pytest.raises(SystemExit, match="columns"):
         measure_spread.spread(golden, older)
 
 

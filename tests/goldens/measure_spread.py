@@ -47,8 +47,9 @@ def spread(golden_dir: Path, results_dir: Path, common_columns: bool = False
         if common_columns:
             shared = [c for c in golden.columns if c in ours.columns]
             golden, ours = golden[shared], ours[shared]
-        if golden.shape != ours.shape:
-            raise SystemExit(f"{path.name}: shape {golden.shape} vs {ours.shape}: not a tolerance question")
+        if golden.shape != ours.shape or list(golden.columns) != list(ours.columns):
+            raise SystemExit(f"{path.name}: shape {golden.shape} vs {ours.shape}, columns {list(golden.columns)} vs "
+                             f"{list(ours.columns)}: not a tolerance question")
         out[path.name] = {}
         for column in golden.columns:
             if pd.api.types.is_numeric_dtype(golden[column]) and pd.api.types.is_numeric_dtype(ours[column]):
