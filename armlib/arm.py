@@ -15,22 +15,52 @@ Three resolutions of the paper's gaps live here, each tested in ``tests/test_arm
    of the batch (under DDP: of the rank's local batch). With W ≡ const, Q is then exactly the mean
    per-pixel loss over valid pixels, i.e. the base model's loss.
 3. **The negative learning rate** (Sec. 3.3): ``torch.optim.SGD`` rejects lr < 0, so ARM's parameters
-   go into a parameter group with ``maximize=True`` (see :func:`adversarial_sgd`).
+   go into a parameter group with ``maximize=True`` (see :func:`adversarial_sgd`). ARM's parameters in a
+   minimising group, or in no optimiser at all, turn the adversary into a cooperator or a constant: both are
+   warned about (:class:`AdversarialWarning`).
+
+Where a PyTorch user trains:
+
+* **DDP.** Wrap the model in ``DistributedDataParallel``, not the criterion, and call
+  :func:`sync_arm_gradients` between ``backward()`` and ``step()``: DDP averages only the gradients of the
+  module it wraps, so without it every rank's ARM drifts on its own batch. The trainer uses the same call.
+  Each rank normalises the weight map over its own batch, as the paper's per-GPU loss does (mmsegmentation
+  computes the loss per GPU).
+* **Gradient accumulation.** The weight map is normalised over the pixels of one call, as the paper normalises
+  over one (per-GPU) batch: k accumulated micro-batches give what k GPUs each holding one micro-batch give, not
+  what one call on the whole batch gives (ARM's gradient differs by tens of per cent; the model's too, once ARM
+  has learned a shape). For the whole batch's normalisation, concatenate the micro-batches' outputs and call
+  the criterion once (``tests/test_arm.py`` shows both).
+* **torchvision's dict outputs.** ``criterion(model(images), masks)`` accepts ``{"out", "aux"}``: "out" is
+  reweighted, "aux" enters as ``aux_weight`` (0.4, the paper's §4.2) times its plain mean cross-entropy,
+  never reweighted, as the trainer does: the paper reweights the decode head's loss (ARM's input is the
+  prediction's confidence), and its auxiliary FCN head keeps mmsegmentation's plain loss.
 """
 from __future__ import annotations
 
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from armlib.confidence import indicator as confidence_indicator
-from armlib.losses import IGNORE_INDEX, at_least_float32, cross_entropy_map
+from armlib.losses import IGNORE_INDEX, at_least_float32, cross_entropy_map, mean_over_valid
 
 _EPS = 1e-12
+AUX_WEIGHT = 0.4          # the auxiliary head's loss weight (§4.2, mmsegmentation's FCN head)
+UNSTEPPED_CALLS = 20      # training calls without any change of ARM's parameters before ARMLoss warns
+
+
+class AdversarialWarning(UserWarning):
+    """ARM's parameters are not being maximised: in a minimising group, or stepped by no optimiser."""
 
 
 class ARM(nn.Module):
@@ -142,19 +172,66 @@ class ARMLoss(nn.Module):
             lets the model lower its loss by changing its confidence instead of its prediction; it
             exists only to reproduce Table 1's collapse.
         ignore_index: label value excluded from the loss and the normalisation.
+        aux_weight: weight of a dict output's ``"aux"`` head (plain mean cross-entropy, never reweighted).
+
+    ARM's parameters must be maximised (:func:`adversarial_sgd`, :func:`add_adversarial_group`): an optimiser
+    step with them in a minimising group, or :data:`UNSTEPPED_CALLS` training calls (grad enabled, train mode)
+    without any change to them, warns once (:class:`AdversarialWarning`).
     """
 
     def __init__(self, weight_fn: nn.Module | None = None, p: float = 2.0, indicator: str = "var",
-                 detach: bool = True, ignore_index: int = IGNORE_INDEX):
+                 detach: bool = True, ignore_index: int = IGNORE_INDEX, *, aux_weight: float = AUX_WEIGHT):
         super().__init__()
         if not isinstance(p, (int, float)) or not p >= 1.0:
             raise ValueError(f"p must be a number ≥ 1, got {p!r}")
         self.weight_fn = ARM() if weight_fn is None else weight_fn
         self.p, self.indicator, self.detach, self.ignore_index = float(p), indicator, detach, ignore_index
+        self.aux_weight = float(aux_weight)
+        global _ANY_ARM
+        for param in self.weight_fn.parameters():
+            param._armlib_adversarial = True   # an attribute: tensors compare elementwise, so no set of them
+            _ANY_ARM = True
+        self._versions: tuple[int, ...] | None = None
+        self._unstepped = 0
 
-    def forward(self, logits: Tensor, target: Tensor, loss_map: Tensor | None = None,
+    def forward(self, logits: Tensor | Mapping[str, Tensor], target: Tensor, loss_map: Tensor | None = None,
                 confidence: Tensor | None = None, isolated: bool = False) -> Tensor:
-        return self.forward_with_weights(logits, target, loss_map, confidence, isolated).loss
+        """Q (:meth:`forward_with_weights`) of a tensor of logits, or of torchvision's dict output.
+
+        ``logits`` may be ``{"out": N×C×H×W[, "aux": N×C×H×W]}``: the loss is then Q of "out" plus
+        ``aux_weight`` × the plain mean cross-entropy of "aux" over valid pixels (``loss_map`` and
+        ``confidence`` apply to "out"). Returns a scalar.
+        """
+        self._note_training_call()
+        if not isinstance(logits, Mapping):
+            return self.forward_with_weights(logits, target, loss_map, confidence, isolated).loss
+        if "out" not in logits:
+            raise ValueError(f"a dict output needs the key 'out' (torchvision's segmentation models), got "
+                             f"{sorted(logits)}")
+        loss = self.forward_with_weights(logits["out"], target, loss_map, confidence, isolated).loss
+        if "aux" in logits and self.aux_weight > 0:
+            aux = cross_entropy_map(logits["aux"], target, self.ignore_index)
+            loss = loss + self.aux_weight * mean_over_valid(aux, target, self.ignore_index)
+        return loss
+
+    def _note_training_call(self) -> None:
+        """Warn once when ARM's parameters stay unchanged over :data:`UNSTEPPED_CALLS` training calls.
+
+        An optimiser step modifies parameters in place, which bumps their version counter: counters unchanged
+        from one call to the next mean nothing stepped ARM in between.
+        """
+        params = [q for q in self.weight_fn.parameters() if q.requires_grad]
+        if not params or not self.training or not torch.is_grad_enabled() or self._unstepped < 0:
+            return
+        versions = tuple(q._version for q in params)
+        self._unstepped = self._unstepped + 1 if versions == self._versions else 0
+        self._versions = versions
+        if self._unstepped >= UNSTEPPED_CALLS:
+            self._unstepped = -1   # once
+            warnings.warn(f"ARMLoss: ARM's parameters have not changed in {UNSTEPPED_CALLS} training calls, so no "
+                          f"optimiser steps them and ARM stays a constant; put criterion.parameters() in a "
+                          f"maximising group (armlib.adversarial_sgd or armlib.add_adversarial_group)",
+                          AdversarialWarning, stacklevel=5)
 
     def forward_with_weights(self, logits: Tensor, target: Tensor, loss_map: Tensor | None = None,
                              confidence: Tensor | None = None, isolated: bool = False) -> ReweightedLoss:
@@ -229,6 +306,65 @@ def adversarial_sgd(model_params, arm_params, lr: float, momentum: float = 0.9,
         groups.append({"params": arm_params, "maximize": True})
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
 
+
+def sync_arm_gradients(arm_params: nn.Module | Iterable[nn.Parameter], group=None) -> None:
+    """Average ARM's gradients over the ranks of a DDP run; call it between ``backward()`` and ``step()``.
+
+    DDP averages the gradients of the module it wraps, the model; the criterion holding ARM is not wrapped
+    (wrapping it would also work, at one more reducer per step), so without this each rank steps ARM with its
+    own batch's gradient and ARM's parameters drift apart while the model stays in sync. One all-reduce of
+    ARM's 53 values; a parameter without a gradient counts as zero. With gradient accumulation, call it once,
+    before the step, like DDP's ``no_sync``.
+
+    Args:
+        arm_params: an :class:`ARMLoss` (or any module) or its parameters.
+        group: the process group (default: the default group, as DDP's).
+
+    No-op when ``torch.distributed`` is not initialised or the group has one rank. Gradients are replaced by
+    their mean over ranks (float, same dtype and shape).
+    """
+    params = list(arm_params.parameters() if isinstance(arm_params, nn.Module) else arm_params)
+    params = [q for q in params if q.requires_grad]
+    if not params or not dist.is_available() or not dist.is_initialized():
+        return
+    world = dist.get_world_size(group)
+    if world == 1:
+        return
+    flat = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1) for q in params])
+    dist.all_reduce(flat, group=group)
+    flat /= world
+    offset = 0
+    for q in params:
+        q.grad = flat[offset:offset + q.numel()].view_as(q).clone()
+        offset += q.numel()
+
+
+_ANY_ARM = False   # whether any ARMLoss was built: until then the hook below costs one test per step
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # optimiser → groups already checked
+
+
+def _check_adversarial_groups(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Global optimiser step pre-hook: warn once per group holding ARM's parameters with ``maximize`` off.
+
+    A hook on every optimiser because the mistake happens where armlib is not called (the user's own
+    ``torch.optim.SGD(model.parameters() + criterion.parameters())``); each group is checked once.
+    """
+    if not _ANY_ARM:
+        return
+    groups = optimizer.param_groups
+    start = _CHECKED.get(optimizer, 0)
+    if start == len(groups):
+        return
+    _CHECKED[optimizer] = len(groups)
+    for index, group in enumerate(groups[start:], start):
+        if not group.get("maximize", False) and any(getattr(q, "_armlib_adversarial", False) for q in group["params"]):
+            warnings.warn(f"{type(optimizer).__name__}.param_groups[{index}] holds ARM's parameters but minimises: "
+                          f"ARM would cooperate with the model instead of opposing it (Eq. 9); build the optimiser "
+                          f"with armlib.adversarial_sgd or add ARM with armlib.add_adversarial_group "
+                          f"(maximize=True)", AdversarialWarning, stacklevel=3)
+
+
+register_optimizer_step_pre_hook(_check_adversarial_groups)
 
 
 # Schedulers whose per-group state is one base lr (plus, for the lambda ones, one lambda per group): a group

@@ -1,12 +1,23 @@
-"""The README's code stays true: its "ARM as a drop-in loss" snippet runs as written."""
-import re
+"""The README's code stays true: its "ARM as a drop-in loss" snippet runs as written, in one process and under
+DDP (two gloo processes on CPU), where it must give what one process computes for the same two per-rank batches.
+"""
+from __future__ import annotations
 
+import os
+import re
+import sys
+import warnings
+
+import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from armlib.paths import REPO_ROOT
 
 HEADING = "## ARM as a drop-in loss"
+STEPS, ITERATIONS = 4, 40    # the snippet's isolated phase (5 % of 40) covers the first two steps
 
 
 def readme_snippet(heading: str = HEADING) -> str:
@@ -20,28 +31,102 @@ def readme_snippet(heading: str = HEADING) -> str:
 
 
 class DictNet(nn.Module):
-    """A torchvision-style segmentation model: returns {"out": N×C×H×W logits}."""
+    """A torchvision-style segmentation model: returns {"out", "aux": N×C×H×W logits}; no BatchNorm, so that
+    DDP's gradient is exactly the mean of the per-rank gradients."""
 
     def __init__(self, num_classes: int = 5):
         super().__init__()
         self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+        self.aux = nn.Conv2d(3, num_classes, 1)
 
     def forward(self, x):
-        return {"out": self.conv(x)}
+        return {"out": self.conv(x), "aux": self.aux(x)}
+
+
+def batches(rank: int, world: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """STEPS global batches of 4 images; rank r of ``world`` gets its slice (DistributedSampler's split)."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(STEPS):
+        images = torch.randn(4, 3, 16, 24, generator=gen)
+        masks = torch.randint(0, 5, (4, 16, 24), generator=gen)
+        masks[:, :3] = 255                       # an ignored band, as coarse labels have
+        masks[1, 3:6] = 255                      # ranks hold different numbers of valid pixels
+        out.append((images[rank::world], masks[rank::world]))
+    return out
+
+
+def run_snippet(model: nn.Module, loader) -> dict:
+    namespace = {"model": model, "loader": loader, "iterations": ITERATIONS}
+    exec(compile(readme_snippet(), "README.md", "exec"), namespace)
+    return namespace
 
 
 def test_readme_drop_in_snippet_runs_and_trains_model_and_arm():
     torch.manual_seed(0)
     model = DictNet()
-    images = torch.randn(2, 3, 16, 24)
-    masks = torch.randint(0, 5, (2, 16, 24))
-    masks[:, :3] = 255                       # an ignored band, as coarse labels have
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    namespace = {"model": model, "images": images, "masks": masks}
-    exec(compile(readme_snippet(), "README.md", "exec"), namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # no AdversarialWarning: ARM is maximised
+        namespace = run_snippet(model, batches(0, 1))
     criterion, loss = namespace["criterion"], namespace["loss"]
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())   # the model stepped
     arm_grad = [p.grad for p in criterion.parameters()]
     assert len(arm_grad) == 8 and all(g is not None for g in arm_grad)               # ARM got its gradient
     assert namespace["optimizer"].param_groups[1]["maximize"]                        # ...and ascends it
+
+
+def _emulated_ranks(world: int) -> dict[str, torch.Tensor]:
+    """One process computing what ``world`` DDP ranks compute: each rank's loss on its own batch (its own weight
+    normalisation), gradients averaged over ranks for the model (DDP) and for ARM (sync_arm_gradients)."""
+    from armlib import ARMLoss, adversarial_sgd
+
+    torch.manual_seed(0)
+    model = DictNet()
+    criterion = ARMLoss()
+    optimizer = adversarial_sgd(model.parameters(), criterion.parameters(), lr=0.01)
+    loaders = [batches(rank, world) for rank in range(world)]
+    for it in range(STEPS):
+        losses = [criterion(model(images), masks, isolated=it < 0.05 * ITERATIONS)
+                  for images, masks in (loader[it] for loader in loaders)]
+        optimizer.zero_grad()
+        (sum(losses) / world).backward()
+        optimizer.step()
+    return {**{f"model.{k}": v for k, v in model.state_dict().items()},
+            **{f"arm.{k}": v for k, v in criterion.state_dict().items()}}
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    import armlib.arm
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        for name in ("sync", "nosync"):
+            if name == "nosync":   # the README without its sync line: what the issue saw
+                armlib.arm.sync_arm_gradients = armlib.sync_arm_gradients = lambda *a, **k: None
+            torch.manual_seed(0)
+            namespace = run_snippet(DistributedDataParallel(DictNet()), batches(rank, world))
+            state = {**{f"model.{k}": v for k, v in namespace["model"].module.state_dict().items()},
+                     **{f"arm.{k}": v for k, v in namespace["criterion"].state_dict().items()}}
+            torch.save(state, os.path.join(out, f"{name}{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or sys.platform != "linux", reason="needs torch.distributed with gloo")
+def test_readme_snippet_under_ddp_matches_one_process_and_keeps_arm_in_sync(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks, drift = ([torch.load(tmp_path / f"{name}{r}.pt") for r in range(2)] for name in ("sync", "nosync"))
+    reference = _emulated_ranks(2)
+    for key, value in reference.items():
+        for state in ranks:
+            torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key in reference:   # identical on both ranks: the same all-reduced gradients, the same steps
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    # Without the sync line, the model stays in sync (DDP) but ARM drifts: the test can fail.
+    assert all(torch.equal(drift[0][k], drift[1][k]) for k in reference if k.startswith("model."))
+    assert any(not torch.equal(drift[0][k], drift[1][k]) for k in reference if k.startswith("arm."))
