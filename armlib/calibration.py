@@ -39,21 +39,19 @@ import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
+from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
 from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
                                       coarse_cost)
-from armlib.experiments import (ClusterOptions, Run, add_executor_arguments, cluster_options, execute, experiment_id,
-                                 run_config, signals_as_interrupts)
+from armlib.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
+                                 signals_as_interrupts)
 from armlib.metrics import reported_metrics
 from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
-from armlib.parameters import parse_seeds
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.sections import ARM_ROW, SCALES, get_scale, row
 from armlib.stats import minimal_detectable_effect, seeds_needed
 
-CALIBRATION_SEEDS = (100, 101, 102, 103, 104)
 MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 8 % of its fine mIoU
-DEFAULT_ITERATIONS = (800, 1600, 3200)
 RULE_HISTORY = ("The fine-label clause was added on 2026-11-30, after the quick reference showed ARM's curve flat in "
                 "one fine-label reporting seed (seed 1); the first rule checked coarse labels only.")
 ANNOTATIONS = ("coarse", "fine")   # ARM must move on both (coarse first: fine is trained only where coarse passed)
@@ -299,30 +297,11 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     return result
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", default="quick", choices=list(SCALES), help="scale to calibrate (default quick)")
-    parser.add_argument("--iterations", default=",".join(map(str, DEFAULT_ITERATIONS)),
-                        help="candidate T, comma-separated (default %(default)s)")
-    parser.add_argument("--seeds", default=",".join(map(str, CALIBRATION_SEEDS)),
-                        help="calibration seeds, ≥ 100 (default %(default)s)")
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--data-root", default="data")
-    parser.add_argument("--out", default=None, help="folder of the files (default reports/<scale>/calibration)")
-    parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: the scale's)")
-    parser.add_argument("--from-records", action="store_true",
-                        help="train nothing: write the files from the records already in --runs-dir (an interrupted "
-                             "calibration); runs without a record are listed as missing")
-    add_executor_arguments(parser)
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        iterations = [int(t) for t in args.iterations.split(",")]
-    except ValueError:
-        raise ValueError(f"--iterations must be comma-separated ints, got {args.iterations!r}") from None
+    iterations, seeds = flatten(args.iterations), flatten(args.seeds)   # armlib.commands: the arguments
     try:
         with signals_as_interrupts():   # a time limit's SIGTERM stops the runs instead of orphaning them
-            result = calibrate(args.scale, iterations, parse_seeds(args.seeds), args.runs_dir, args.data_root,
+            result = calibrate(args.scale, iterations, seeds, args.runs_dir, args.data_root,
                                args.out, args.jobs, from_records=args.from_records, executor=args.executor,
                                cluster=cluster_options(args))
     except KeyboardInterrupt as exc:

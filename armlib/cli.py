@@ -1,11 +1,13 @@
 """`armlib <command>`: one entry point, each command implemented in the module that owns it.
 
-Commands are imported lazily so that `armlib synth` does not pay for importing the trainer.
-Each owning module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Commands are imported lazily so that `armlib synth` does not pay for importing the trainer, and ``--help``
+imports only the command's arguments (:mod:`armlib.commands` for the commands whose modules import torch), so it
+answers at once. Each owning module exposes ``run(args) -> int`` and, unless :mod:`armlib.commands` holds them,
+``add_arguments(parser)``.
 
 A user's mistake (:data:`armlib.errors.USER_ERRORS`: a bad setting, path or dataset) is one line on stderr,
 ``armlib <command>: error: <message>``, and exit status 2; ``--debug`` anywhere on the line shows the
-traceback instead. Anything else is a bug and keeps its traceback.
+traceback instead (every command gets ``args.debug``). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import importlib
 import sys
 
+from armlib import commands
 from armlib.errors import USER_ERRORS
 
 COMMANDS = {
@@ -24,6 +27,13 @@ COMMANDS = {
     "compare": ("armlib.compare", "compare a rerun's claims with a reference report, claim by claim"),
     "goldens": ("armlib.reproduce", "regenerate the smoke-scale notebook goldens used by nbval"),
 }
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (argparse prints the whole usage first), pointing at ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,14 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # prints help or the "invalid choice" error naming COMMAND
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"armlib {name}", description=COMMANDS[name][1])
-    # A module owning several commands names them `add_<command>_arguments` / `run_<command>`.
-    add_arguments = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
-    runner = getattr(module, f"run_{name}", None) or module.run
+    cmd_parser = _OneLineParser(prog=f"armlib {name}", description=COMMANDS[name][1],
+                                         epilog=f"{commands.PATHS_HELP}. --debug: show the traceback of an error "
+                                                "instead of one line")
+    # armlib.commands holds the arguments of the heavy modules; a module owning several commands names them
+    # `add_<command>_arguments` / `run_<command>`.
+    add_arguments = getattr(commands, f"add_{name}_arguments", None)
+    module = None if add_arguments else importlib.import_module(COMMANDS[name][0])
+    add_arguments = add_arguments or getattr(module, f"add_{name}_arguments", None) or module.add_arguments
     add_arguments(cmd_parser)
-    cmd_parser.epilog = "--debug: show the traceback of an error instead of one line"
     args = cmd_parser.parse_args(argv[1:])
+    args.debug = debug
+    module = module or importlib.import_module(COMMANDS[name][0])
+    runner = getattr(module, f"run_{name}", None) or module.run
     try:
         return int(runner(args) or 0)
     except USER_ERRORS as exc:

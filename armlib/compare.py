@@ -14,6 +14,7 @@ import os
 
 import pandas as pd
 
+from armlib.commands import path_arg
 from armlib.errors import check_report_dir
 from armlib.verdicts import evaluate
 
@@ -55,8 +56,10 @@ def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("reference", metavar="REFERENCE", help="report folder to compare with, e.g. reports/quick")
-    parser.add_argument("mine", metavar="MINE", help="report folder of your rerun, e.g. reports (after armlib reproduce)")
+    parser.add_argument("reference", metavar="REFERENCE", type=path_arg,
+                        help="report folder to compare with, e.g. reports/quick")
+    parser.add_argument("mine", metavar="MINE", type=path_arg,
+                        help="report folder of your rerun, e.g. reports (after armlib reproduce)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,6 @@ Table 5 OHEM                               ``loss=ohem`` (reweight must stay ``n
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import types
 import typing
@@ -36,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from armlib.confidence import INDICATOR_KINDS
-from armlib.errors import UsageError
+from armlib.errors import UsageError, nearest
 
 DATASETS = ("synth", "cityscapes", "ade20k")
 ANNOTATIONS = ("fine", "coarse", "coarse_extra")
@@ -228,8 +227,8 @@ def _refuse_unknown(data: dict, source: typing.Callable[[str], str]) -> None:
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else "; see armlib.config.TrainConfig for the keys"
+            close = nearest(str(key), known)
+            hint = f" (did you mean {close!r}?)" if close else "; see armlib.config.TrainConfig for the keys"
             raise UsageError(f"{source(key)}: unknown config key {key!r}{hint}")
 
 

@@ -18,7 +18,7 @@ import difflib
 import os
 from pathlib import Path
 
-__all__ = ["UsageError", "USER_ERRORS", "check_out_folder", "check_device", "check_report_dir"]
+__all__ = ["UsageError", "USER_ERRORS", "check_out_folder", "check_device", "check_report_dir", "nearest"]
 
 
 class UsageError(ValueError):
@@ -28,6 +28,20 @@ class UsageError(ValueError):
 # What `armlib` reports as one line: UsageError, and the OSErrors armlib raises itself about a path the user
 # gave (a missing dataset folder names its expected layout; an out folder holding a run says --resume).
 USER_ERRORS = (UsageError, FileNotFoundError, FileExistsError)
+
+
+def nearest(name: str, choices) -> str | None:
+    """The valid choice a user most likely meant by ``name``, or None.
+
+    difflib alone misses abbreviations of compound names (``lr`` vs ``base_lr``: similarity 0.44), so a choice
+    with ``name`` as one of its ``_``-separated words comes first, then difflib's closest match.
+    """
+    choices = [str(c) for c in choices]
+    words = [c for c in choices if name.lower() in c.lower().split("_")]
+    if words:
+        return min(words, key=len)
+    close = difflib.get_close_matches(name, choices, n=1)
+    return close[0] if close else None
 
 
 def check_out_folder(path: str | os.PathLike, what: str = "--out") -> Path:

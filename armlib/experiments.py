@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from armlib.arm import arm_moved
+from armlib.commands import EXECUTORS
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
 from armlib.runs import CHECKPOINT, RECORD, read_record, run_key
 from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
@@ -127,7 +128,6 @@ def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path
 
 # -- executing runs ----------------------------------------------------------------------------------------
 
-EXECUTORS = ("pool", "submitit-local", "slurm")
 LOCK_NAME = ".lock"
 _HELD_LOCKS = "ARMLIB_HELD_RUNS_LOCKS"   # lock files an ancestor process holds (os.pathsep-separated)
 
@@ -147,22 +147,8 @@ class ClusterOptions:
     poll_s: float | None = None      # seconds between state checks (None: 1 locally, 20 on SLURM)
 
 
-def add_executor_arguments(parser) -> None:
-    """``--executor`` (one of :data:`EXECUTORS`) and the submitit job's resources, for every command that
-    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`cluster_options` reads them back."""
-    group = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib train` "
-                                      "processes on this machine; 'submitit-local' and 'slurm' submit one "
-                                      "submitit job per run (on SLURM one job array, --jobs at once)")
-    group.add_argument("--executor", default="pool", choices=EXECUTORS)
-    group.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
-    group.add_argument("--gpus-per-run", type=int, default=0, metavar="N", help="GPUs per run (submitit)")
-    group.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (submitit)")
-    group.add_argument("--timeout-min", type=int, default=ClusterOptions.timeout_min, metavar="MIN",
-                       help="time limit of one job (submitit); a rerun resumes from the run's checkpoint")
-
-
 def cluster_options(args) -> ClusterOptions:
-    """The :class:`ClusterOptions` of :func:`add_executor_arguments`' parsed arguments."""
+    """The :class:`ClusterOptions` of :func:`armlib.commands.add_executor_arguments`' parsed arguments."""
     return ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
                           cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
 

@@ -645,10 +645,6 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     return index
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--out-dir", default="reports", help="folder holding results/ and figures/")
-
-
 def run(args) -> int:
     """``armlib report``: evaluate every claim (:func:`armlib.verdicts.write`), then render the page."""
     check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from armlib import commands
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
 from armlib.config import DEVICES
-from armlib.experiments import add_executor_arguments
 from armlib.sections import SCALES, SECTION_KEYS, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
@@ -168,24 +168,27 @@ def _positive_int(text: str) -> int:
 def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="quick", choices=list(SCALES))
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help=f"run only these of {NOTEBOOKS}")
-    parser.add_argument("--data-root", default="data",
+    parser.add_argument("--data-root", type=commands.path_arg, default=REPO_ROOT / "data",
                         help="datasets: synthetic sets go here; real ones in DIR/cityscapes/ and DIR/ade20k/ "
-                             "(relative paths: from the repo root)")
-    parser.add_argument("--out-dir", default="reports", help="report, results/ and figures/ go here")
-    parser.add_argument("--runs-dir", default="runs", help="one folder per training run")
+                             "(default: the repository's data/)")
+    parser.add_argument("--out-dir", type=commands.path_arg, default=REPO_ROOT / "reports",
+                        help="report, results/ and figures/ go here (default: the repository's reports/)")
+    parser.add_argument("--runs-dir", type=commands.path_arg, default=REPO_ROOT / "runs",
+                        help="one folder per training run (default: the repository's runs/)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    parser.add_argument("--seeds", type=commands.seeds_arg, nargs="+", metavar="SEED",
+                        help="override the scale's seeds (--seeds 0 1 2)")
     parser.add_argument("--jobs", type=_positive_int, help="training runs at once (default: the scale's)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the data, print the planned runs and notebooks, train nothing")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    add_executor_arguments(parser)
+    commands.add_executor_arguments(parser)
 
 
 def run_reproduce(args) -> int:
     """``armlib reproduce``: 0 with the report's path; 1 with one error line; 128 + signal when interrupted."""
     from armlib import experiments
 
+    args.seeds = commands.flatten(args.seeds)
     try:
         with experiments.signals_as_interrupts():
             if args.dry_run:

@@ -46,7 +46,6 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,21 +410,10 @@ def _last_logged_loss(path: Path) -> float | None:
 
 # -- command line ----------------------------------------------------------------------------------------
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``armlib train``."""
-    parser.add_argument("--config", required=True, help="YAML config (see configs/ and armlib.config.TrainConfig)")
-    parser.add_argument("--out", required=True, help="run folder (checkpoint.pt, record.json, log.csv)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values in YAML")
-
-
+# The arguments: armlib.commands.add_train_arguments (torch-free, for --help).
 def run(args: argparse.Namespace) -> int:
-    """``armlib train``: 0 on success, 2 on a config error (message on stderr)."""
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"armlib train: error: {exc}", file=sys.stderr)
-        return 2
+    """``armlib train``: 0 on success; a config error is armlib.cli's one line and exit status 2."""
+    cfg = load_config(args.config, args.overrides)
     record = train(cfg, args.out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0 and "metrics" in record:
         m = record["metrics"]
