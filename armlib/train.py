@@ -258,7 +258,7 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
             try:
                 loss, parts = train_one_step(net, state.criterion, state.optimizer, images, target, cfg,
                                              autocast=autocast, isolated=it < cfg.isolated_fraction * total,
-                                             validate=it == start_it, arm_params=state.arm_params, world=ranks.world)
+                                             validate=it == start_it, arm_params=state.arm_params)
             except FloatingPointError as exc:
                 where = (f"{last_good[0]} (iteration {last_good[1]})" if last_good is not None
                          else "none (no checkpoint written yet)")

@@ -1,7 +1,7 @@
 """torchrun's ranks for the trainer: join the process group, pick the device, keep ARM identical on every rank.
 
 The model is DDP-wrapped; ARM is not (53 parameters, held by the criterion): its gradients are averaged in one
-collective after each backward (:func:`average_gradients`) and its parameters broadcast from rank 0 at the start
+collective after each backward (:func:`armlib.arm.sync_arm_gradients`, the public helper a user's loop calls too) and its parameters broadcast from rank 0 at the start
 (:func:`wrap_for_ranks`), so every rank holds the same ARM; :func:`rank_max_abs_diff` measures that at the end.
 """
 from __future__ import annotations
@@ -15,8 +15,7 @@ from torch import nn
 
 from armlib.config import TrainConfig
 
-__all__ = ["Ranks", "join_process_group", "device_for", "barrier", "wrap_for_ranks", "average_gradients",
-           "rank_max_abs_diff"]
+__all__ = ["Ranks", "join_process_group", "device_for", "barrier", "wrap_for_ranks", "rank_max_abs_diff"]
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,6 @@ def wrap_for_ranks(model: nn.Module, arm_params: list[nn.Parameter], ranks: Rank
     for p in arm_params:
         dist.broadcast(p.data, src=0)
     return nn.parallel.DistributedDataParallel(model, device_ids=[ranks.local_rank] if device.type == "cuda" else None)
-
-
-def average_gradients(params: list[nn.Parameter], world: int) -> None:
-    """All-reduce (mean) the gradients of ``params`` in one collective: ARM's DDP-equivalent sync."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
 
 
 def rank_max_abs_diff(params: list[nn.Parameter], world: int) -> float | None:

@@ -12,13 +12,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from armlib.arm import ARM, ARMLoss, LinearARM
+from armlib.arm import ARM, ARMLoss, LinearARM, sync_arm_gradients
 from armlib.config import TrainConfig
 from armlib.confidence import uncertainty_indicator
 from armlib.fused import FusedARMLoss
 from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
                            mean_over_valid, ohem_cross_entropy)
-from armlib.training.distributed import average_gradients
 
 __all__ = ["build_criterion", "build_model_for", "compute_loss", "initial_curve", "train_one_step",
            "weight_statistics", "CURVE_POINTS", "ModelFn"]
@@ -132,7 +131,7 @@ def weight_statistics(weights: Tensor, v: Tensor, target: Tensor) -> tuple[float
 
 def train_one_step(model: nn.Module, criterion: ARMLoss | None, optimizer: torch.optim.Optimizer, images: Tensor,
                    target: Tensor, cfg: TrainConfig, *, autocast=contextlib.nullcontext(), isolated: bool = False,
-                   validate: bool = False, arm_params: list[nn.Parameter] = (), world: int = 1
+                   validate: bool = False, arm_params: list[nn.Parameter] = ()
                    ) -> tuple[Tensor, dict[str, float | Tensor]]:
     """One SGD step of the model and, in the same optimiser, of ARM (which maximises; :func:`adversarial_sgd`).
 
@@ -142,7 +141,8 @@ def train_one_step(model: nn.Module, criterion: ARMLoss | None, optimizer: torch
         images: N×3×H×W float; target: N×H×W int64, 255 = ignore.
         isolated: the isolated phase (model sees the plain mean, ARM already learns; §4.2).
         validate: check shapes and labels (the trainer does it on a session's first step).
-        arm_params: ARM's parameters; their gradients are averaged over ranks (ARM is not DDP-wrapped).
+        arm_params: ARM's parameters; their gradients are averaged over ranks (ARM is not DDP-wrapped), by
+            :func:`armlib.arm.sync_arm_gradients`, the README's call.
 
     Returns:
         (loss, parts): the detached loss, and :func:`compute_loss`'s parts plus, for ARM, ``arm_grad_norm``
@@ -164,8 +164,7 @@ def train_one_step(model: nn.Module, criterion: ARMLoss | None, optimizer: torch
         raise FloatingPointError(f"non-finite loss ({loss.item()})")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if world > 1 and arm_params:
-        average_gradients(list(arm_params), world)
+    sync_arm_gradients(arm_params)   # a no-op with one rank
     if arm_params and any(p.grad is not None for p in arm_params):
         parts["arm_grad_norm"] = float(torch.linalg.vector_norm(
             torch.cat([p.grad.reshape(-1) for p in arm_params if p.grad is not None])))
