@@ -45,6 +45,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_gpu_loss.py
 	$(BIN)/python benchmarks/bench_quick.py
 	$(BIN)/python benchmarks/scale_flops.py
+	$(BIN)/python benchmarks/cli_help.py
 
 # Regenerate the nbval goldens (papermill copies of notebooks/ at smoke scale) and their result files.
 goldens: venv

@@ -36,6 +36,16 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_command_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    """Add command ``name``'s arguments to ``parser``: from :mod:`armlib.commands` when it holds them (no torch),
+    else from the owning module (``add_<command>_arguments`` where a module owns several commands)."""
+    add_arguments = getattr(commands, f"add_{name}_arguments", None)
+    if add_arguments is None:
+        module = importlib.import_module(COMMANDS[name][0])
+        add_arguments = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+    add_arguments(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -51,15 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = _OneLineParser(prog=f"armlib {name}", description=COMMANDS[name][1],
                                          epilog=f"{commands.PATHS_HELP}. --debug: show the traceback of an error "
                                                 "instead of one line")
-    # armlib.commands holds the arguments of the heavy modules; a module owning several commands names them
-    # `add_<command>_arguments` / `run_<command>`.
-    add_arguments = getattr(commands, f"add_{name}_arguments", None)
-    module = None if add_arguments else importlib.import_module(COMMANDS[name][0])
-    add_arguments = add_arguments or getattr(module, f"add_{name}_arguments", None) or module.add_arguments
-    add_arguments(cmd_parser)
+    add_command_arguments(name, cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
     args.debug = debug
-    module = module or importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(COMMANDS[name][0])
     runner = getattr(module, f"run_{name}", None) or module.run
     try:
         return int(runner(args) or 0)

@@ -46,9 +46,9 @@ def test_readme_command_parses_and_plans(command, tmp_path, monkeypatch, capsys)
             capsys.readouterr().err
         assert "run(s) in" in capsys.readouterr().out
         return
-    module = __import__(cli.COMMANDS[name][0], fromlist=["_"])
+    monkeypatch.chdir(REPO_ROOT)   # the README's commands run from the clone's root
     parser = cli.argparse.ArgumentParser(prog=f"armlib {name}")
-    (getattr(module, f"add_{name}_arguments", None) or module.add_arguments)(parser)
+    cli.add_command_arguments(name, parser)
     if args == ["--help"]:
         with pytest.raises(SystemExit, match="0"):
             parser.parse_args(args)
