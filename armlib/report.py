@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUM
 from armlib.errors import UsageError, check_report_dir
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import read_csv, read_seed_results, with_pilot
+from armlib.results import folder_state, read_csv, read_seed_results, with_pilot
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -623,6 +624,7 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     }
     most = int(shown.groupby(["table", "row"]).seed.nunique().max()) if len(shown) else 0
     one_seed = stats.one_seed_note(most) if most else None
+    partial = folder_state(out_dir)
     front = ("<h1>ARM reproduction report</h1>"
              "<p>Liu et al., <i>ARM: A Confidence-Based Adversarial Reweighting Module for Coarse Semantic "
              "Segmentation</i>, reproduced at the <b>" + html.escape(facts["scale"]) + "</b> scale on "
@@ -630,6 +632,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
              "paired Δ (mIoU points): <b>reproduced</b> when significant in the paper's direction, "
              "<b>contradicted</b> when significant against it, <b>inconclusive</b> otherwise; README, “How a "
              "verdict is made”. Every number is read from the result files.</p>"
+             + (f"<p class=bad>Not one whole reproduction: {html.escape(partial)}. Verdicts and claims below cover "
+                f"only what ran.</p>" if partial else "")
              + (f"<p class=bad>{html.escape(one_seed)}</p>" if one_seed else "")
              + "<h2>Every tested comparison</h2>" + _forest(claims, out_dir, plan)
              + "<h2>Verdicts, each distinct comparison once</h2>" + _verdict_list(claims, plan, scale)
@@ -650,4 +654,7 @@ def run(args) -> int:
     check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
     verdicts.write(args.out_dir)
     print(render(args.out_dir))
+    partial = folder_state(args.out_dir)
+    if partial:   # rendered all the same (a `reproduce --only` report), but said where the user looks
+        print(f"armlib report: note: {args.out_dir} is not one whole reproduction: {partial}", file=sys.stderr)
     return 0

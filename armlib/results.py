@@ -56,6 +56,27 @@ def discard_other_scales(out_dir: str | Path, scale: str) -> list[Path]:
     return removed
 
 
+def folder_state(out_dir: str | Path) -> str | None:
+    """What a results folder is when it is not one whole reproduction: None when every section of the manifest
+    has its meta file and all record one scale; else one line, ``"mixed scales: ..."`` (a notebook run by hand at
+    another scale) and/or ``"incomplete: ..."`` (``reproduce --only``, or sections run by hand), naming them."""
+    from armlib.sections import SECTION_KEYS
+
+    scales: dict[str, list[str]] = {}
+    for key in SECTION_KEYS:
+        scale = section_scale(out_dir, key)
+        if scale is not None:
+            scales.setdefault(scale, []).append(key)
+    missing = [key for key in SECTION_KEYS if not any(key in keys for keys in scales.values())]
+    notes = []
+    if len(scales) > 1:
+        notes.append("mixed scales: " + "; ".join(f"{scale} ({', '.join(keys)})" for scale, keys in scales.items()))
+    if missing:
+        notes.append(f"incomplete: {len(SECTION_KEYS) - len(missing)} of {len(SECTION_KEYS)} sections have results "
+                     f"(missing: {', '.join(missing)})")
+    return "; ".join(notes) or None
+
+
 def read_csv(path: Path) -> pd.DataFrame | None:
     """A result CSV, or None when it is missing or empty."""
     if not path.exists() or path.stat().st_size == 0:
