@@ -9,6 +9,7 @@ SCALE  ?= quick
 $(BIN)/armlib: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	sh scripts/strip_notebook_outputs.sh $(BIN)
 	touch $@
 
 venv: $(BIN)/armlib
