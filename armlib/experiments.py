@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from armlib.arm import arm_moved
 from armlib.commands import EXECUTORS
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.runs import CHECKPOINT, RECORD, read_record, run_key
+from armlib.runs import CHECKPOINT, LOG, RECORD, read_record, run_key
 from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
                              plan_hash, table_rows)
 
@@ -196,6 +196,9 @@ def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs
             progress=True, desc="runs", executor: str = "pool", cluster: ClusterOptions | None = None) -> None:
     """Run every run without a record (deduplicated by directory), ``jobs`` at a time, with a progress bar.
 
+    The bar counts training steps over all runs (read from each running run's ``log.csv``), so it moves and
+    estimates the time left during a run, not only between runs; its postfix counts finished runs.
+
     A run folder holding a checkpoint but no record (an interrupted run) is resumed from it. Each run's
     ``train.log`` gets one header line per attempt and is appended to, never overwritten.
 
@@ -226,14 +229,13 @@ def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs
         todo = {k: r for k, r in todo.items() if not r.record_path.exists()}   # finished while we waited
         _prepare_data(list(todo.values()), scale, data_root)
         jobs = max(1, jobs or scale.jobs)
-        bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress)
+        steps = StepProgress(list(todo.values()), scale, data_root, desc, progress)
         failures: list[Run] = []
 
         def finished(r: Run, ok: bool) -> None:
             if not ok:
                 failures.append(r)
-                bar.set_postfix(failed=len(failures))
-            bar.update(1)
+            steps.finished(r, ok)
 
         try:
             if executor == "pool":
@@ -242,10 +244,66 @@ def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs
                 _run_submitit(list(todo.values()), scale, data_root, device, jobs, finished,
                               executor, cluster or ClusterOptions())
         finally:
-            bar.close()
+            steps.close()
     if failures:
         logs = "\n".join(f"  {r.out / 'train.log'}" for r in failures)
         raise RuntimeError(f"{len(failures)} of {len(todo)} run(s) failed; see their logs:\n{logs}")
+
+
+class StepProgress:
+    """A tqdm bar over the training steps of ``runs``, updated from their ``log.csv`` by a thread (every
+    ``poll_s``): tqdm's rate and time left then describe steps, as ``armlib train``'s own bar does."""
+
+    def __init__(self, runs: list[Run], scale: Scale, data_root, desc: str, enabled: bool = True,
+                 poll_s: float = 1.0):
+        self.totals = {r.out: run_config(r, scale, data_root).iterations for r in runs}
+        self.done: dict[Path, int] = {}
+        self.runs_done = self.failed = 0
+        self.lock = threading.Lock()
+        start = sum(self._logged(r.out) for r in runs)   # resumed runs' steps are not this session's rate
+        self.bar = tqdm(total=sum(self.totals.values()), initial=start, desc=desc, unit="step", disable=not enabled,
+                        dynamic_ncols=True, postfix={"runs": f"0/{len(runs)}"})
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, args=(poll_s,), daemon=True)
+        if enabled:
+            self.thread.start()
+
+    def _logged(self, out: Path) -> int:
+        """The last iteration ``out/log.csv`` records (0 without one); at most the run's T."""
+        try:
+            with open(out / LOG, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 512))
+                last = f.read().decode(errors="replace").strip().splitlines()[-1]
+            return min(int(last.split(",", 1)[0]), self.totals[out])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def _refresh(self) -> None:
+        with self.lock:
+            current = sum(self.done.get(out, self._logged(out)) for out in self.totals)
+            if current > self.bar.n:
+                self.bar.update(current - self.bar.n)
+            failed = {"failed": self.failed} if self.failed else {}
+            self.bar.set_postfix(runs=f"{self.runs_done}/{len(self.totals)}", **failed, refresh=False)
+
+    def _poll(self, poll_s: float) -> None:
+        while not self.stop.wait(poll_s):
+            self._refresh()
+
+    def finished(self, r: Run, ok: bool) -> None:
+        with self.lock:
+            self.runs_done += 1
+            self.failed += not ok
+            self.done[r.out] = self.totals[r.out]   # a failed run's steps will not come: counted as spent
+        self._refresh()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        self._refresh()
+        self.bar.close()
 
 
 def _run_pool(runs: list[Run], scale: Scale, data_root, device, jobs: int, finished) -> None:

@@ -220,12 +220,31 @@ def test_commands_offer_the_registries_names(command):
     calibrate had no --executor)."""
     import argparse
 
-    from armlib import calibration, reproduce
+    from armlib import cli
     from armlib.config import DEVICES
     parser = argparse.ArgumentParser()
-    {"reproduce": reproduce.add_reproduce_arguments, "calibrate": calibration.add_arguments}[command](parser)
+    cli.add_command_arguments(command, parser)
     choices = {a.dest: a.choices for a in parser._actions}
     assert list(choices["scale"]) == list(sx.SCALES)
     assert list(choices["executor"]) == list(ex.EXECUTORS)
     if "device" in choices:
         assert list(choices["device"]) == list(DEVICES)
+
+
+def test_the_bar_counts_training_steps_from_the_runs_logs(tmp_path, monkeypatch, capsys):
+    """Issue 21: a notebook's only feedback was "0/1 run" for minutes; the bar now counts steps, with a rate and
+    the time left, while a run trains."""
+    sc, runs = fake_runs(tmp_path, 2)
+    total = sum(ex.run_config(r, sc).iterations for r in runs)
+    runs[0].out.mkdir(parents=True, exist_ok=True)
+    (runs[0].out / "log.csv").write_text("iteration,loss\n10,1.0\n20,0.9\n")   # a resumed run: 20 steps done
+    progress = ex.StepProgress(runs, sc, "data", "runs", enabled=True, poll_s=0.01)
+    assert progress.bar.total == total and progress.bar.n == 20
+    (runs[1].out).mkdir(parents=True, exist_ok=True)
+    (runs[1].out / "log.csv").write_text("iteration,loss\n10,1.0\n")
+    progress._refresh()
+    assert progress.bar.n == 30
+    progress.finished(runs[0], True)
+    progress.close()
+    assert progress.bar.n == total - ex.run_config(runs[1], sc).iterations + 10
+    assert "step" in capsys.readouterr().err
