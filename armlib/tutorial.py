@@ -15,8 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from armlib.arm import ARMLoss
+from armlib.arm import ARMLoss, sync_arm_gradients
 from armlib.data.coarse import simulate_coarse
 from armlib.data.labels import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, in_train_id_order, label_ids_to_train_ids,
                                 rasterise_polygons, train_id_subset)
@@ -38,13 +39,14 @@ class TutorialScale:
     n_val: int
     size: tuple[int, int]    # (H, W) pixels
     iterations: int          # optimiser steps per model
-    batch_size: int          # ≥ 2: torchvision's DeepLabV3 head has a BatchNorm after global pooling
+    batch_size: int          # ≥ 2: torchvision's heads have BatchNorm layers
     lr: float
 
 
 SCALES = {
     "smoke": TutorialScale(n_train=8, n_val=4, size=(64, 128), iterations=4, batch_size=4, lr=0.02),
-    "quick": TutorialScale(n_train=96, n_val=24, size=(128, 256), iterations=400, batch_size=8, lr=0.02),
+    # ≤ 5 min on a laptop CPU for both models (README); ARM's curve leaves its start after ~150 steps here.
+    "quick": TutorialScale(n_train=96, n_val=24, size=(64, 128), iterations=300, batch_size=8, lr=0.02),
 }
 
 
@@ -98,17 +100,24 @@ def logits_of(output) -> Tensor:
 
 
 def train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor,
-               masks: Tensor) -> float:
-    """One step of the README's lines; returns the loss. ``criterion`` is ARMLoss or plain cross-entropy."""
-    loss = criterion(logits_of(model(images)), masks)   # logits N×C×H×W, masks N×H×W (255 = ignore)
+               masks: Tensor, isolated: bool = False) -> float:
+    """One step of the README's lines; returns the loss. ``criterion`` is ARMLoss or plain cross-entropy;
+    ``isolated``: the paper's first 5 % (ARM learns, the model sees the plain mean; ARMLoss only)."""
+    extra = {"isolated": isolated} if isinstance(criterion, ARMLoss) else {}
+    loss = criterion(logits_of(model(images)), masks, **extra)   # logits N×C×H×W, masks N×H×W (255 = ignore)
     optimizer.zero_grad()
-    loss.backward(); optimizer.step()   # the model minimises the weighted loss, ARM maximises it
+    loss.backward()
+    sync_arm_gradients(criterion)   # under DDP: ARM is not wrapped (a no-op here)
+    optimizer.step()                # the model minimises the weighted loss, ARM maximises it
     return loss.item()
 
 
 def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, masks: Tensor,
-        iterations: int, batch_size: int, seed: int = 0, scheduler=None) -> dict:
-    """Train ``iterations`` steps of :func:`train_step` on random batches (without replacement per epoch).
+        iterations: int, batch_size: int, seed: int = 0, scheduler=None, isolated_fraction: float = 0.05,
+        desc: str = "training") -> dict:
+    """Train ``iterations`` steps of :func:`train_step` on random batches (without replacement per epoch), with
+    a per-step progress bar (rate and time left). The first ``isolated_fraction`` of the steps are the paper's
+    isolated phase (§4.2).
 
     The batch order depends only on ``seed``, so two models fitted with the same seed see the same batches.
 
@@ -122,11 +131,12 @@ def fit(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     losses = []
     model.train()
     start = time.perf_counter()
-    for _ in range(iterations):
+    for it in tqdm(range(iterations), desc=desc, unit="step", dynamic_ncols=True):
         if len(order) < batch_size:
             order = torch.randperm(len(images), generator=gen).tolist()
         batch, order = order[:batch_size], order[batch_size:]
-        losses.append(train_step(model, criterion, optimizer, images[batch], masks[batch]))
+        losses.append(train_step(model, criterion, optimizer, images[batch], masks[batch],
+                                 isolated=it < isolated_fraction * iterations))
         if scheduler is not None:
             scheduler.step()
     return {"loss": losses, "seconds": time.perf_counter() - start}
@@ -140,6 +150,54 @@ def evaluate(model: nn.Module, images: Tensor, masks: Tensor, batch_size: int = 
     for i in range(0, len(images), batch_size):
         cm.update(logits_of(model(images[i:i + batch_size])).argmax(1), masks[i:i + batch_size])
     return cm.compute()
+
+
+@torch.no_grad()
+def paired_comparison(model_a: nn.Module, model_b: nn.Module, images: Tensor, masks: Tensor,
+                      batch_size: int = 8) -> dict:
+    """Pixel accuracy (%) of two models on each image (N×3×H×W, masks N×H×W, 255 ignored), paired by image.
+
+    Both models see the same images, so the per-image difference b − a removes what makes one image harder than
+    another; the mean difference gets a 95 % t interval over images (scipy.stats). One training seed per model:
+    the interval is about these two trained models, not about the methods (that takes seeds; see the report).
+
+    Returns:
+        ``{"a": N accuracies, "b": N accuracies, "delta": b − a per image, "mean", "ci_low", "ci_high"}`` (floats
+        and float64 arrays; the interval is NaN for fewer than two images).
+    """
+    from scipy import stats
+
+    def accuracy(model):
+        model.eval()
+        out = []
+        for i in range(0, len(images), batch_size):
+            pred = logits_of(model(images[i:i + batch_size])).argmax(1)
+            target = masks[i:i + batch_size]
+            valid = target != 255
+            out += ((pred == target) & valid).sum((1, 2)).div(valid.sum((1, 2)).clamp_min(1)).mul(100).tolist()
+        return np.asarray(out, dtype=float)
+
+    a, b = accuracy(model_a), accuracy(model_b)
+    delta = b - a
+    mean = float(delta.mean())
+    if len(delta) > 1 and delta.std(ddof=1) > 0:
+        low, high = stats.t.interval(0.95, len(delta) - 1, loc=mean, scale=stats.sem(delta))
+    else:
+        low = high = float("nan")
+    return {"a": a, "b": b, "delta": delta, "mean": mean, "ci_low": float(low), "ci_high": float(high)}
+
+
+def plot_paired(result: dict, names: tuple[str, str] = ("cross-entropy", "ARM")):
+    """Each image's accuracy under both models, joined by a line (:func:`paired_comparison`'s result)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for a, b in zip(result["a"], result["b"]):
+        ax.plot([0, 1], [a, b], color="0.6", lw=0.8, marker="o", ms=3)
+    ax.set_xticks([0, 1], names)
+    ax.set_xlim(-0.3, 1.3)
+    ax.set_ylabel("pixel accuracy on fine labels (%)")
+    ax.set_title(f"Paired by image: Δ {result['mean']:+.2f} points, 95 % CI [{result['ci_low']:+.2f}, "
+                 f"{result['ci_high']:+.2f}]", fontsize=10)
+    return fig
 
 
 @torch.no_grad()
@@ -186,9 +244,9 @@ def plot_training(histories: dict[str, dict]):
     """Loss per step of each fitted model (``{name: fit(...) result}``); returns the figure."""
     fig, ax = plt.subplots(figsize=(6, 3))
     for name, history in histories.items():
-        ax.plot(range(1, len(history["loss"]) + 1), history["loss"], label=name)
-    ax.set(xlabel="step", ylabel="training loss", title="the same model, the same batches")
-    ax.legend()
+        ax.plot(range(1, len(history["loss"]) + 1), history["loss"], label=name, lw=1)
+    ax.set(xlabel="step", ylabel="training loss", title="Training loss: the same model, the same batches")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
@@ -196,9 +254,11 @@ def plot_curves(curves: dict[str, tuple[Tensor, Tensor]]):
     """W(v) curves (``{label: (v, w)}``, e.g. :meth:`armlib.ARM.curve` at init and after training)."""
     fig, ax = plt.subplots(figsize=(4.5, 3))
     for label, (v, w) in curves.items():
-        ax.plot(v.numpy(), w.numpy(), label=label)
-    ax.set(xlabel="v (−1: uncertain, +1: confident)", ylabel="W(v)", ylim=(0, 1), title="ARM's mapping")
-    ax.legend()
+        ax.plot(v.numpy(), (w / w.mean()).numpy(), label=label)
+    ax.axhline(1.0, color="0.7", lw=0.8, zorder=0)
+    ax.set(xlabel="v (−1: uncertain, +1: confident)", ylabel="W(v) / mean W",
+           title="ARM's weight curve: where it started and where it went")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
@@ -207,10 +267,15 @@ def plot_weight_map(image: Tensor, coarse: Tensor, fine: Tensor, weights: Tensor
     fig, axes = plt.subplots(1, 4, figsize=(14, 2.6))
     panels = [((image * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1).permute(1, 2, 0).numpy(), "image"),
               (colour_mask(coarse), "coarse label (black: unlabelled)"), (colour_mask(fine), "fine label"),
-              (paint(image, weights), "ARM's weight (bright: high)")]
+              (paint(image, weights), "ARM's weight per pixel")]
     for ax, (picture, title) in zip(axes, panels):
         ax.imshow(picture)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
+    # The painted panel shows weights relative to their maximum (paint()); the bar gives that scale in numbers.
+    top = max(float(weights.max()), 1e-12)
+    scale = plt.cm.ScalarMappable(cmap="magma", norm=plt.Normalize(0, top))
+    fig.colorbar(scale, ax=axes[3], fraction=0.046, pad=0.02, label="weight (1 = plain mean)")
+    fig.suptitle("Where ARM puts the loss on one held-out image", y=1.02)
     return fig
 

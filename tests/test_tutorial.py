@@ -130,3 +130,37 @@ def test_golden_matches_the_notebook_checks_no_training_number_and_ran_fast():
             assert "mIoU" not in source(cell) and "loss.item" not in source(cell)
     meta = json.loads(GOLDEN.read_text())["metadata"]["papermill"]
     assert meta["parameters"] == {"scale": "smoke"} and meta["duration"] < 60
+
+
+class FixedPrediction(nn.Module):
+    """Predicts the given N×H×W labels for whatever images it gets (as one-hot logits)."""
+
+    def __init__(self, labels, num_classes=3):
+        super().__init__()
+        self.labels, self.num_classes = labels, num_classes
+
+    def forward(self, x):
+        return {"out": torch.nn.functional.one_hot(self.labels[: len(x)], self.num_classes).permute(0, 3, 1, 2).float()}
+
+
+def test_paired_comparison_is_the_per_image_accuracy_difference_with_a_t_interval():
+    from scipy import stats
+
+    masks = torch.tensor([[[0, 1], [2, 255]], [[1, 1], [1, 1]], [[2, 0], [0, 0]]])
+    a = FixedPrediction(torch.tensor([[[0, 0], [0, 0]], [[1, 1], [0, 0]], [[2, 2], [2, 2]]]))
+    b = FixedPrediction(torch.tensor([[[0, 1], [0, 0]], [[1, 1], [1, 0]], [[2, 0], [0, 2]]]))
+    result = tutorial.paired_comparison(a, b, torch.zeros(3, 3, 2, 2), masks)
+    acc_a, acc_b = [100 / 3, 50.0, 25.0], [200 / 3, 75.0, 75.0]   # counted by hand, ignored pixel left out
+    assert result["a"].tolist() == pytest.approx(acc_a) and result["b"].tolist() == pytest.approx(acc_b)
+    delta = [y - x for x, y in zip(acc_a, acc_b)]
+    low, high = stats.t.interval(0.95, 2, loc=sum(delta) / 3, scale=stats.sem(delta))
+    assert (result["mean"], result["ci_low"], result["ci_high"]) == pytest.approx((sum(delta) / 3, low, high))
+    tutorial.plot_paired(result)
+
+
+def test_fit_runs_the_isolated_phase_first(monkeypatch):
+    seen = []
+    monkeypatch.setattr(tutorial, "train_step", lambda *a, isolated=False: seen.append(isolated) or 0.0)
+    tutorial.fit(nn.Identity(), None, None, torch.zeros(4, 3, 2, 2), torch.zeros(4, 2, 2), 40, 2,
+                 isolated_fraction=0.05)
+    assert seen == [True, True] + [False] * 38

@@ -39,4 +39,5 @@ def plot(quadrants: pd.DataFrame, out_dir="reports"):
         q = quadrants[quadrants.label == label].pivot(index="loss", columns="confidence", values="share_of_label")
         sns.heatmap(q, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=False)
         ax.set_title(f"{label} pixels")
+    fig.suptitle("Share of pixels by loss and confidence, correctly labelled vs mislabelled")
     return save(fig, out_dir, "confidence_quadrants")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from armlib import holder, results, stats, verdicts
-from armlib.plots import save
+from armlib.plots import legend_beside, save
 from armlib.report_sections._runs import measured_loss_curve
 
 
@@ -63,5 +63,5 @@ def plot(toy: pd.DataFrame, curve: dict, out_dir="reports"):
     axes[1].set_xlabel("v")
     axes[1].set_ylabel("W(v) / ‖W‖_p")
     axes[1].set_title("ARM by gradient ascent (dashed: Hölder solution)")
-    axes[1].legend(fontsize=8)
+    legend_beside(axes[1], fontsize=8)
     return save(fig, out_dir, "holder")

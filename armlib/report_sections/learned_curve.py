@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from armlib import analysis, arm, experiments, results, sections, stats, verdicts
-from armlib.plots import save
+from armlib.plots import legend_beside, save
 from armlib.report_sections._runs import ANALYSIS_IMAGES, pixels
 from armlib.runs import read_record
 from armlib.sections import get_scale
@@ -73,16 +73,22 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
 def plot(learned: dict, out_dir="reports"):
     """ARM's W(v) per seed at the end (solid) and at initialisation (dashed), each divided by its mean (a
     uniform scale of W does nothing after normalisation), with the Hölder prediction where ARM moved (dotted)."""
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    handles = []   # one entry per seed (its colour) and one per line style: 5 seeds × 3 curves read at a glance
     for i, s in enumerate(learned["per_seed"]):
         colour = sns.color_palette("deep")[i % 10]
-        ax.plot(s["v"], s["w"] / s["w"].mean(), color=colour, label=f"ARM, seed {s['seed']}")
-        ax.plot(s["v"], s["w_init"] / s["w_init"].mean(), "--", color=colour, lw=1,
-                label=f"at init, seed {s['seed']}")
+        ax.plot(s["v"], s["w"] / s["w"].mean(), color=colour)
+        ax.plot(s["v"], s["w_init"] / s["w_init"].mean(), "--", color=colour, lw=1)
         if s["predicted"] is not None:
             pred = s["predicted"] / np.nanmean(s["predicted"])
-            ax.plot(s["curve"].v_mid, pred, ":", color=colour, label=f"Hölder prediction, seed {s['seed']}")
-    ax.set_xlabel("v (normalised variance)")
+            ax.plot(s["curve"].v_mid, pred, ":", color=colour)
+        handles.append(Line2D([], [], color=colour, label=f"seed {s['seed']}"))
+    handles += [Line2D([], [], color="k", ls=ls, lw=lw, label=label) for ls, lw, label in
+                (("-", 1.5, "learned (end)"), ("--", 1, "at initialisation"), (":", 1.5, "Hölder prediction"))]
+    ax.set_xlabel("v (normalised variance; +1 confident)")
     ax.set_ylabel("W(v) / mean W")
-    ax.legend(fontsize=7)
+    ax.set_title("ARM's learned weight curve W(v), per seed")
+    legend_beside(ax, handles=handles, fontsize=8)
     return save(fig, out_dir, "learned_curve")

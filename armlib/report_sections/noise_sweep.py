@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from armlib import experiments, results, stats, verdicts
-from armlib.plots import save
+from armlib.plots import legend_beside, save
 from armlib.sections import get_scale
 
 
@@ -35,5 +35,6 @@ def plot(summary: pd.DataFrame, out_dir="reports"):
         ax.errorbar(g.noise, g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=method)
     ax.set_xlabel("coarse-label noise")
     ax.set_ylabel("mIoU on fine val (%)")
-    ax.legend()
+    ax.set_title("mIoU per method as coarse-label noise grows")
+    legend_beside(ax)
     return save(fig, out_dir, "noise_sweep")

@@ -95,5 +95,5 @@ def plot(summary: pd.DataFrame, key: str, out_dir="reports"):
         ax.set_xlabel("mIoU (%)")
         ax.set_xlim(0, None)
     axes[0].invert_yaxis()
-    fig.suptitle(key)
+    fig.suptitle(sections.get_section(key).heading)   # words, not the section key
     return save(fig, out_dir, key)

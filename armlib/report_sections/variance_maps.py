@@ -49,4 +49,5 @@ def plot(maps: dict, out_dir="reports"):
             ax.axis("off")
     axes[0, 0].set_title("lowest 5 % of v in green", loc="left")
     axes[1, 0].set_title("brightness = low variance", loc="left")
+    fig.suptitle("Where the model is confident: the variance of its softmax per pixel")
     return save(fig, out_dir, "variance_maps")
