@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
-from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
 from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
                                       coarse_cost)
+from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
 from armlib.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
                                  signals_as_interrupts)
 from armlib.metrics import reported_metrics

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     cmd_parser = _OneLineParser(prog=f"armlib {name}", description=COMMANDS[name][1],
-                                         epilog=f"{commands.PATHS_HELP}. --debug: show the traceback of an error "
-                                                "instead of one line")
+                                epilog=f"{commands.PATHS_HELP}. --debug: show the traceback of an error instead of "
+                                       "one line")
     add_command_arguments(name, cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
     args.debug = debug

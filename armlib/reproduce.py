@@ -189,6 +189,8 @@ def run_reproduce(args) -> int:
     from armlib import experiments
 
     args.seeds = commands.flatten(args.seeds)
+    for name in ("data_root", "out_dir", "runs_dir"):   # absolute Paths (armlib.commands); notebooks get strings
+        setattr(args, name, str(getattr(args, name)))
     try:
         with experiments.signals_as_interrupts():
             if args.dry_run:
