@@ -48,7 +48,7 @@ from armlib.metrics import reported_metrics
 from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
 from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.sections import ARM_ROW, SCALES, get_scale, row
+from armlib.sections import ARM_ROW, get_scale, row
 from armlib.stats import minimal_detectable_effect, seeds_needed
 
 MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 8 % of its fine mIoU
