@@ -422,8 +422,7 @@ def add_adversarial_group(optimizer: torch.optim.Optimizer, arm_params, schedule
 
 # -- did ARM learn? ---------------------------------------------------------------------------------------
 
-MOVED_THRESHOLD = 0.1         # "ARM moved": max_v |W_end/mean W_end − W_0/mean W_0| ≥ 0.1
-SUPPRESSION_THRESHOLD = 0.1   # "ARM suppresses confident pixels": (W_end(−1) − W_end(+1)) / mean W_end ≥ 0.1
+from armlib.thresholds import MOVED_THRESHOLD, SUPPRESSION_THRESHOLD  # noqa: E402,F401  (torch-free home)
 
 
 def curve_shape_change(w_init, w_end) -> float:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import yaml
 
-from armlib.confidence import INDICATOR_KINDS
 from armlib.errors import UsageError, nearest
 
 DATASETS = ("synth", "cityscapes", "ade20k")
@@ -131,6 +130,8 @@ class TrainConfig:
         _choice("annotation", self.annotation, ANNOTATIONS)
         _choice("loss", self.loss, LOSSES)
         _choice("reweight", self.reweight, REWEIGHTS)
+        from armlib.confidence import INDICATOR_KINDS   # here, not at import: confidence imports torch (--help)
+
         _choice("indicator", self.indicator, INDICATOR_KINDS)
         _choice("device", self.device, DEVICES)
         if self.loss == "ohem" and self.reweight != "none":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from armlib.arm import MOVED_THRESHOLD, SUPPRESSION_THRESHOLD
+from armlib.thresholds import MOVED_THRESHOLD, SUPPRESSION_THRESHOLD
 from armlib.parameters import parse_seeds
 from armlib.paths import CONFIG_DIR, resolve
 
