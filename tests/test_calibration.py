@@ -300,7 +300,7 @@ def test_calibrate_sends_its_runs_through_the_chosen_executor(monkeypatch, tmp_p
     """`armlib calibrate --executor slurm ...` reaches execute() (it used to train on the local pool only)."""
     import argparse
 
-    from armlib import calibration
+    from armlib import calibration, cli
     from armlib.experiments import ClusterOptions
     seen = []
 
@@ -313,7 +313,7 @@ def test_calibrate_sends_its_runs_through_the_chosen_executor(monkeypatch, tmp_p
 
     monkeypatch.setattr(calibration, "execute", execute)
     parser = argparse.ArgumentParser()
-    calibration.add_arguments(parser)
+    cli.add_command_arguments("calibrate", parser)
     args = parser.parse_args(["--scale", "smoke", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"),
                               "--executor", "slurm", "--slurm-partition", "p", "--gpus-per-run", "2"])
     with pytest.raises(Stop):
