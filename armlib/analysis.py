@@ -14,6 +14,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,9 @@ from armlib.data.loading import build_datasets, class_names, dataset_for, prepar
 from armlib.evaluation import evaluate_model
 from armlib.losses import IGNORE_INDEX, cross_entropy_map
 from armlib.paths import resolve
-from armlib.runs import CHECKPOINT
+from armlib.errors import UsageError
+from armlib.runs import (CHECKPOINT, FAILED_STATUSES, RECORD, STATUS_OK, file_digest, read_checkpoint,
+                         read_record)
 from armlib.training.step import ModelFn, build_criterion, build_model_for
 
 LOW_VARIANCE_QUANTILE = 0.05   # Fig. 4 paints "low-variance pixels": we take the lowest 5 % of v
@@ -150,14 +153,60 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def load_run(out_dir: str | os.PathLike, *, model_fn: ModelFn | None = None,
-             device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module | None, TrainConfig]:
-    """Reload a run's latest checkpoint: (model in eval mode, ARM / Linear ARM or None, config)."""
-    path = resolve(out_dir) / CHECKPOINT
+class RunNotUsable(UsageError):
+    """A run folder whose checkpoint must not be analysed: no record (unfinished), a failed status, or a checkpoint
+    that is not the one the record was computed from."""
+
+
+def usable_checkpoint(out_dir: str | os.PathLike) -> tuple[dict, Path]:
+    """The record of a finished run and the path of the checkpoint it was computed from, after checking that
+    the two belong together.
+
+    A run that diverged after its last checkpoint kept that earlier checkpoint: figures drawn from it were from
+    a model the record does not describe. So the record must say "ok", and the checkpoint must be the record's:
+    the same SHA-256 (``record["checkpoint"]["sha256"]``, written by the trainer) or, for records written before
+    the trainer stored it, the same iteration as the record's ``iterations``.
+
+    Raises:
+        FileNotFoundError: no record or no checkpoint in ``out_dir``.
+        RunNotUsable: the record's status is not "ok" (it names the status and why), or the checkpoint does not
+            match the record (it says to retrain the run or restore the checkpoint).
+        armlib.runs.DamagedRecord, armlib.runs.CorruptCheckpoint: an unreadable file (named).
+    """
+    folder = resolve(out_dir)
+    record = read_record(folder)
+    status = record.get("status", STATUS_OK)
+    if status != STATUS_OK:
+        why = FAILED_STATUSES.get(status, "")
+        raise RunNotUsable(f"{folder}: the run's status is {status!r} ({why}); it learned nothing to analyse "
+                           f"({record.get('message', 'see its record.json')})")
+    path = folder / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; expected a run folder written by armlib.train.train")
+    tied = record.get("checkpoint")
+    if tied is not None:
+        digest = file_digest(path)
+        if digest != tied.get("sha256"):
+            raise RunNotUsable(f"{path} is not the checkpoint {folder / RECORD} was computed from (SHA-256 "
+                               f"{digest[:12]}…, the record says {str(tied.get('sha256'))[:12]}…); retrain the run "
+                               "(delete the folder) or restore its checkpoint")
+    return record, path
+
+
+def load_run(out_dir: str | os.PathLike, *, model_fn: ModelFn | None = None,
+             device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module | None, TrainConfig]:
+    """Reload a finished run's checkpoint: (model in eval mode, ARM / Linear ARM or None, config).
+
+    Only a run whose record says "ok" and whose checkpoint is the record's is loaded (:func:`usable_checkpoint`,
+    whose errors this raises).
+    """
+    record, path = usable_checkpoint(out_dir)
     device = _resolve_device(device)
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(path, map_location=device)
+    if "checkpoint" not in record and ckpt["iteration"] != record.get("iterations", ckpt["iteration"]):
+        raise RunNotUsable(f"{path} is from iteration {ckpt['iteration']} but {resolve(out_dir) / RECORD} from "
+                           f"iteration {record['iterations']}; retrain the run (delete the folder) or restore its "
+                           "checkpoint")
     cfg = TrainConfig.from_dict(ckpt["config"])
     num_classes = len(class_names(cfg))
     model = build_model_for(cfg, num_classes, model_fn).to(device)

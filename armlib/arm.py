@@ -38,6 +38,7 @@ Where a PyTorch user trains:
 """
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
@@ -136,8 +137,8 @@ def normalize_weights(w: Tensor, valid: Tensor, p: float = 2.0, *, l1_grad: bool
         Weights of w's shape, zero outside ``valid``, summing to 1 over the valid pixels (all zeros when
         nothing is valid). Forward value = w/‖w‖_1; ARM's gradient is that of w/‖w‖_p up to a constant.
     """
-    if not isinstance(p, (int, float)) or not p >= 1.0:
-        raise ValueError(f"p must be a number ≥ 1 (the L_p norm of Eq. 13), got {p!r}")
+    if not isinstance(p, (int, float)) or not 1.0 <= p < math.inf:
+        raise ValueError(f"p must be a finite number ≥ 1 (the L_p norm of Eq. 13), got {p!r}")
     if valid.dim() == w.dim() - 1:
         valid = valid.unsqueeze(1)
     if valid.shape != w.shape:
@@ -182,8 +183,8 @@ class ARMLoss(nn.Module):
     def __init__(self, weight_fn: nn.Module | None = None, p: float = 2.0, indicator: str = "var",
                  detach: bool = True, ignore_index: int = IGNORE_INDEX, *, aux_weight: float = AUX_WEIGHT):
         super().__init__()
-        if not isinstance(p, (int, float)) or not p >= 1.0:
-            raise ValueError(f"p must be a number ≥ 1, got {p!r}")
+        if not isinstance(p, (int, float)) or not 1.0 <= p < math.inf:
+            raise ValueError(f"p must be a finite number ≥ 1, got {p!r}")
         self.weight_fn = ARM() if weight_fn is None else weight_fn
         self.p, self.indicator, self.detach, self.ignore_index = float(p), indicator, detach, ignore_index
         self.aux_weight = float(aux_weight)

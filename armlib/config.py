@@ -26,6 +26,7 @@ Table 5 OHEM                               ``loss=ohem`` (reweight must stay ``n
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -75,7 +76,7 @@ class TrainConfig:
     linear_k: float = -0.5                   # Linear ARM slope: −0.5 suppresses confident pixels, +0.5 focuses
     linear_b: float = 0.5                    # Linear ARM intercept
     detach: bool = True                      # detach the probabilities ARM sees (False = Table 1's collapse)
-    norm_p: float = 2.0                      # L_p normalisation of the weight map (Table 2: 1, 2, 3)
+    norm_p: float = 2.0                      # L_p normalisation of the weight map, finite ≥ 1 (Table 2: 1, 2, 3)
     indicator: str = "var"                   # ARM input: "var", "std", "logvar", "entropy" (kl uses its s)
     gce_q: float = 0.1                       # GCE exponent q (Table 4's grid-searched value)
     ohem_thresh: float = 0.7                 # OHEM: keep pixels whose ground-truth probability is below this
@@ -86,7 +87,7 @@ class TrainConfig:
     # --- optimisation -----------------------------------------------------------------------------------
     iterations: int = 40_000                 # T: SGD steps (Cityscapes 40k, ADE20K 160k, coarse extension 200k)
     batch_size: int = 16                     # global batch (split evenly over DDP ranks)
-    base_lr: float = 0.02                    # α_0 of the warm-up + multi-step schedule, also ARM's (negated) lr
+    base_lr: float = 0.02                    # α_0 in (0, 1] of the warm-up + multi-step schedule, also ARM's lr
     momentum: float = 0.9                    # SGD momentum (model and ARM)
     weight_decay: float = 1e-4               # SGD weight decay (model and ARM)
 
@@ -156,8 +157,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-empty tuple of positive floats, got {scales}")
         if self.eval_stride is not None and self.eval_window is None:
             raise ValueError("eval_stride is set but eval_window is None; set eval_window (H, W) too")
-        ranges = {"norm_p": (1.0, float("inf")), "isolated_fraction": (0.0, 1.0), "aux_weight": (0.0, float("inf")),
-                  "base_lr": (0.0, float("inf")), "momentum": (0.0, 1.0), "weight_decay": (0.0, float("inf")),
+        # norm_p: finite (p = inf passed this check and then diverged: w^p overflows); base_lr: (0, 1], an SGD lr
+        # above 1 is a typo for a segmentation model (issue 20's base_lr=1e3 logged a loss of 6e15)
+        if not (math.isfinite(self.norm_p) and self.norm_p >= 1.0):
+            raise ValueError(f"norm_p must be in [1.0, inf), finite (the L_p norm of Table 2), got {self.norm_p!r}")
+        if not 0.0 < self.base_lr <= 1.0:
+            raise ValueError(f"base_lr must be in (0, 1], got {self.base_lr!r}")
+        ranges = {"isolated_fraction": (0.0, 1.0), "aux_weight": (0.0, float("inf")),
+                  "momentum": (0.0, 1.0), "weight_decay": (0.0, float("inf")),
                   "ohem_thresh": (0.0, 1.0), "synth_noise": (0.0, 1.0)}
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) <= hi:

@@ -7,7 +7,8 @@ code catching ``ValueError`` around a config (and tests written that way) still 
 
 The checks here run first, so a refused command leaves no folder or file behind:
 
-* :func:`check_out_folder` — an output path that is an existing file;
+* :func:`check_out_folder` — an output path that is an existing file, or in a folder nothing can be written to;
+* :func:`check_writable` — a folder nothing can be written to (read-only, no permission);
 * :func:`check_device` — ``device=cuda`` on a machine without a CUDA GPU;
 * :func:`check_report_dir` — ``armlib report --out-dir`` naming a folder without result files;
 * :func:`armlib.data.checks.check_run_inputs` combines these with the dataset check (the trainer's first call).
@@ -18,7 +19,8 @@ import difflib
 import os
 from pathlib import Path
 
-__all__ = ["UsageError", "USER_ERRORS", "check_out_folder", "check_device", "check_report_dir", "nearest"]
+__all__ = ["UsageError", "USER_ERRORS", "check_out_folder", "check_writable", "check_device", "check_report_dir",
+           "nearest"]
 
 
 class UsageError(ValueError):
@@ -54,6 +56,24 @@ def check_out_folder(path: str | os.PathLike, what: str = "--out") -> Path:
             if not parent.is_dir():
                 raise UsageError(f"{what} {path}: {parent} is a file; expected a folder")
             break
+    return check_writable(path, what)
+
+
+def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a Path; ``UsageError`` unless a file can be created in it (or, when it does not exist yet, in
+    its nearest existing parent). Probed by creating and removing a temp file: permission bits say nothing for
+    root or on a read-only mount, and a failure after training (the record, the report's last file) lost the
+    work."""
+    import tempfile
+
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".armlib-write-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc}); choose a writable "
+                         "folder") from None
     return path
 
 

@@ -14,7 +14,6 @@ reproductions from training into the same folders.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -36,8 +35,10 @@ from tqdm.auto import tqdm
 
 from armlib.arm import arm_moved
 from armlib.commands import EXECUTORS
-from armlib.paths import REPO_ROOT, atomic_write_text, resolve
-from armlib.runs import CHECKPOINT, LOG, RECORD, read_record, run_key
+from armlib.paths import REPO_ROOT, resolve
+from armlib.runs import (CHECKPOINT, RECORD, CorruptCheckpoint, read_checkpoint, read_record, run_key,
+                         write_failed_record)
+from armlib.runs import LOCK_NAME, RunsFolderBusy, runs_lock  # noqa: F401 (the lock reproduce takes, re-exported)
 from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
                              plan_hash, table_rows)
 
@@ -128,12 +129,6 @@ def run_table(table: str, scale: str = "quick", seeds=None, runs_dir: str | Path
 
 # -- executing runs ----------------------------------------------------------------------------------------
 
-LOCK_NAME = ".lock"
-_HELD_LOCKS = "ARMLIB_HELD_RUNS_LOCKS"   # lock files an ancestor process holds (os.pathsep-separated)
-
-
-class RunsFolderBusy(RuntimeError):
-    """Another process (an ``armlib reproduce``) holds the runs folder's lock."""
 
 
 @dataclass(frozen=True)
@@ -151,45 +146,6 @@ def cluster_options(args) -> ClusterOptions:
     """The :class:`ClusterOptions` of :func:`armlib.commands.add_executor_arguments`' parsed arguments."""
     return ClusterOptions(partition=args.slurm_partition, gpus_per_run=args.gpus_per_run,
                           cpus_per_run=args.cpus_per_run, timeout_min=args.timeout_min)
-
-
-@contextmanager
-def runs_lock(folder: str | Path):
-    """Hold ``<folder>/.lock`` (an exclusive ``flock``) for the duration; reentrant in a process and its children.
-
-    The OS drops a ``flock`` when its holder dies, however it dies (SIGKILL, OOM, a crashed node), so a lock
-    never goes stale and needs no cleaning by hand; a PID file could not tell a dead holder from a live one
-    (PIDs are reused, and a PID means nothing on another host sharing the folder).
-
-    Raises:
-        RunsFolderBusy: the lock is held by another process; the message names it.
-    """
-    path = Path(folder) / LOCK_NAME
-    held = [p for p in os.environ.get(_HELD_LOCKS, "").split(os.pathsep) if p]
-    if str(path) in held:   # our own reproduce: its notebook kernels call execute() again
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise RunsFolderBusy(f"{path.parent} is in use by {holder}; wait for it to end, or pass another "
-                             "--runs-dir") from None
-    try:
-        f.truncate(0)
-        f.write(f"armlib pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        os.environ[_HELD_LOCKS] = os.pathsep.join(held + [str(path)])
-        yield
-    finally:
-        os.environ[_HELD_LOCKS] = os.pathsep.join(held)
-        if not held:
-            del os.environ[_HELD_LOCKS]
-        f.close()   # releases the flock
 
 
 def execute(runs: list[Run], scale: Scale, data_root="data", device="auto", jobs=None,
@@ -492,8 +448,10 @@ def _train(r: Run, scale: Scale, data_root, device, env, gpus, children: _Childr
     r.out.mkdir(parents=True, exist_ok=True)
     log = r.out / "train.log"
     cmd = _command(r, scale, data_root, device, gpus)
-    ckpt = r.out / "checkpoint.pt"
+    ckpt = r.out / CHECKPOINT
     start = log.stat().st_size if log.exists() else 0   # this attempt's output begins here
+    if ckpt.exists():
+        _set_aside_if_corrupt(ckpt, log)
     _append_log(log, f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
                      f"{'resuming from ' + ckpt.name if ckpt.exists() else 'fresh start'}: {shlex.join(cmd)}")
     children = children or _Children()
@@ -510,19 +468,27 @@ def _train(r: Run, scale: Scale, data_root, device, env, gpus, children: _Childr
     if children.stopping:
         _append_log(log, f"=== stopped (interrupted), exit code {code}; the next attempt resumes")
         return None
-    if code == 0 and r.record_path.exists():
+    if r.record_path.exists():   # "ok", or a failed status the trainer recorded itself (armlib.runs.RunFailed)
         return True
     with open(log, "rb") as f:
         f.seek(start)
         text = f.read().decode(errors="replace")
     if "FloatingPointError" in text:
-        atomic_write_text(r.record_path, json.dumps({
-            "status": "diverged", "seed": r.seed, "spec": r.spec,
-            "metrics": {"aAcc": math.nan, "mAcc": math.nan, "mIoU": math.nan},
-            "message": text.strip().splitlines()[-1]}, indent=1))
+        write_failed_record(r.out, "diverged", text.strip().splitlines()[-1], seed=r.seed, spec=r.spec)
         return True
     _append_log(log, f"=== failed with exit code {code}")
     return False
+
+
+def _set_aside_if_corrupt(ckpt: Path, log: Path) -> None:
+    """An unreadable checkpoint (a full disk, a kill during a copy) would fail every rerun the same way: rename it
+    to ``checkpoint.pt.corrupt`` (kept for a post-mortem, nothing deleted) so that this attempt retrains the run."""
+    try:
+        read_checkpoint(ckpt)
+    except CorruptCheckpoint as exc:
+        aside = ckpt.with_name(ckpt.name + ".corrupt")
+        os.replace(ckpt, aside)
+        _append_log(log, f"=== {exc}; set aside as {aside.name}, retraining this run from the start")
 
 
 def run_config(r: Run, scale: Scale, data_root="data"):
@@ -533,43 +499,32 @@ def run_config(r: Run, scale: Scale, data_root="data"):
                        [f"{k}={_yaml_value(v)}" for k, v in overrides(r.spec, scale, data_root).items()])
 
 
-def expected_data_folders(cfg) -> list[Path]:
-    """The folders a real-data run reads (train split of its annotation, and val); [] for synthetic data."""
-    root = resolve(cfg.data_root)
-    if cfg.dataset == "cityscapes":
-        from armlib.data.cityscapes import cityscapes_paths
-
-        folders = []
-        for split in ("train", "val"):
-            image_split, labels = cityscapes_paths(split, cfg.annotation)
-            folders += [root / "leftImg8bit" / image_split, root / labels / image_split]
-        return folders
-    if cfg.dataset == "ade20k":
-        from armlib.data.ade20k import _FOLDER, SPLITS
-
-        base = root if root.name == _FOLDER or not (root / _FOLDER).is_dir() else root / _FOLDER
-        return [base / kind / split for split in SPLITS for kind in ("images", "annotations")]
-    return []
-
-
 def check_data(runs: list[Run], scale: Scale, data_root) -> None:
-    """Check, before any run starts, that every real dataset the runs read is laid out as expected.
+    """Check, before any run starts, that every real dataset the runs read is laid out as expected: the same
+    check (:func:`armlib.data.checks.check_dataset`) the trainer makes before each run, once per distinct config.
 
     Raises:
-        FileNotFoundError: one line naming the missing folders and what ``--data-root`` must hold.
+        FileNotFoundError: one line naming the first missing folder and what ``--data-root`` must hold.
+        armlib.errors.UsageError: a dataset present but not usable (e.g. an unknown class name).
     """
-    missing: dict[Path, None] = {}
+    from armlib.data.checks import check_dataset
+
+    seen = set()
     for r in runs:
-        for folder in expected_data_folders(run_config(r, scale, data_root)):
-            if not folder.is_dir():
-                missing[folder] = None
-    if missing:
-        # the common slip: naming the dataset folder itself, which then looks for cityscapes/cityscapes/
-        hint = (f" (--data-root {data_root} names a dataset folder: pass its parent)"
-                if resolve(data_root).name in ("cityscapes", "ade20k") else "")
-        raise FileNotFoundError(
-            f"data not found: missing {', '.join(str(p) for p in missing)}; --data-root must be the folder that "
-            f"holds cityscapes/ (leftImg8bit/, gtFine/, gtCoarse/) and optionally ade20k/, see data/README.md{hint}")
+        cfg = run_config(r, scale, data_root)
+        key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_dataset(cfg)
+        except FileNotFoundError as exc:
+            # the common slip: naming the dataset folder itself, which then looks for cityscapes/cityscapes/
+            hint = (f" (--data-root {data_root} names a dataset folder: pass its parent)"
+                    if resolve(data_root).name in ("cityscapes", "ade20k") else "")
+            raise FileNotFoundError(f"data not found: {exc}; --data-root must be the folder that holds cityscapes/ "
+                                    f"(leftImg8bit/, gtFine/, gtCoarse/) and optionally ade20k/, see "
+                                    f"data/README.md{hint}") from None
 
 
 def _prepare_data(runs: list[Run], scale: Scale, data_root) -> None:

@@ -27,8 +27,11 @@ What is fused and what falls back (every case keeps the reference semantics):
   still gets the fused CE. ``indicator`` other than ``"var"``, or ``detach=False``, without a given
   ``confidence``: the reference :meth:`ARMLoss.forward_with_weights`, unchanged.
 - Any ``weight_fn`` (:class:`~armlib.arm.ARM`, :class:`~armlib.arm.LinearARM`, a custom module) works.
-- Inputs are not checked for NaN/Inf or out-of-range labels (the reference's checks cost device syncs): a
-  label in [C, 255) raises in ``gather`` on CPU and trips a device assert on CUDA, as ``F.cross_entropy``.
+- Value checks (``validate``): the reference checks the logits for NaN/Inf and the labels for values outside
+  [0, C) on every call, which costs device syncs. ``validate="first"`` (the default) makes the same checks,
+  with the same messages, on the first call only, the fast path for a training loop whose batches all come
+  from one dataset and one model; ``True`` on every call, as the reference; ``False`` never (a label in
+  [C, 255) then raises in ``gather`` on CPU and trips a device assert on CUDA, NaN logits give a NaN loss).
 - Precision: CE and v in float32 for half/bf16 logits (float64 stays float64), like the reference. The
   weight map is computed with autocast disabled, in float32 (or float64); under autocast the reference runs
   ARM's 1×1 convs in bf16, so there the weights differ by bf16 rounding (~0.4 %) and ARM's parameter
@@ -49,7 +52,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from armlib.arm import ARM, ARMLoss, ReweightedLoss, normalize_weights, reweighted_sum
-from armlib.losses import IGNORE_INDEX, at_least_float32
+from armlib.losses import IGNORE_INDEX, at_least_float32, check_logits_target
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -259,14 +262,22 @@ class FusedARMLoss(ARMLoss):
         compile: ``False`` (eager), ``True`` (``torch.compile`` with inductor) or a ``torch.compile``
             backend (a name such as ``"aot_eager"``, which traces without generating code, or a callable).
             Each compiled piece falls back to eager, with a warning, if its compilation fails.
+        validate: ``"first"`` (default): check the logits (finite) and labels (in [0, C) or ``ignore_index``) on
+            the first call, raising ``ValueError`` as :class:`ARMLoss` does; ``True``: on every call; ``False``:
+            never (module docstring).
 
     Shapes: logits N×C×H×W (any float dtype), target N×H×W → scalar loss (see
     :meth:`ARMLoss.forward_with_weights`). See the module docstring for what is fused.
     """
 
     def __init__(self, weight_fn: nn.Module | None = None, p: float = 2.0, indicator: str = "var",
-                 detach: bool = True, ignore_index: int = IGNORE_INDEX, compile: bool | str | Callable = False):
+                 detach: bool = True, ignore_index: int = IGNORE_INDEX, compile: bool | str | Callable = False,
+                 validate: bool | str = "first"):
         super().__init__(weight_fn, p, indicator, detach, ignore_index)
+        if validate not in (True, False, "first"):
+            raise ValueError(f"validate must be True, False or 'first', got {validate!r}")
+        self.validate = validate
+        self._validated = False
         self.compile_backend = compile    # not ``self.compile``: that would shadow nn.Module.compile()
         self._impls: tuple[Callable, Callable] | None = None
         self._tail: Callable = _reweighted_loss
@@ -286,6 +297,9 @@ class FusedARMLoss(ARMLoss):
         if confidence is None and not fused_v:
             return super().forward_with_weights(logits, target, loss_map, confidence, isolated)
         _check_shapes(logits, target)
+        if self.validate is True or (self.validate == "first" and not self._validated):
+            check_logits_target(logits, target, self.ignore_index)   # ARMLoss's checks and messages
+            self._validated = True
         if loss_map is None:
             loss_map, v = cross_entropy_and_variance(logits, target, self.ignore_index, _impls=self._impls)
         else:

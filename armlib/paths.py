@@ -1,4 +1,4 @@
-"""Where things are, from one place, and atomic writes.
+"""Where things are, from one place, and the one atomic, fsynced writer (:func:`atomic_write`).
 
 Relative paths given to armlib (``data_root="data"``, ``out_dir="reports"``) are relative to the
 repository root, not to the current directory, so a notebook in ``notebooks/``, its nbval golden in
@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -53,19 +55,53 @@ def public_mode() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
-    atomic_write_bytes(path, text.encode())
+    """:func:`atomic_write` of ``text`` (UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """The one writer of every file that matters (records, checkpoints, result files, figures): ``write(f)``
+    fills a temp file in the same folder, which is fsynced, renamed over ``path`` (``os.replace``) and the
+    folder fsynced. Readers never see half a file, and a crash or a failed write (a full disk) leaves the
+    previous file intact and no partial file under ``path``'s name; after a return the file survives a power
+    cut.
+
+    Raises:
+        OSError: the write failed (e.g. no space left); the message names ``path``. The previous file is intact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, public_mode())   # mkstemp creates 0600; results are for everyone who may read the folder
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and str(path) not in str(exc):
+            raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}); the previous file, if any, "
+                          "is intact") from exc
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

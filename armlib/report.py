@@ -26,10 +26,10 @@ from armlib import stats, verdicts
 from armlib.arm import MOVED_THRESHOLD
 from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, Calibration,
                                       cost_column, read_calibration)
-from armlib.errors import UsageError, check_report_dir
+from armlib.errors import UsageError, check_report_dir, check_writable
 from armlib.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import folder_state, read_csv, read_seed_results, with_pilot
+from armlib.results import folder_state, read_csv, read_json, read_seed_results, with_pilot
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -415,7 +415,7 @@ def reference_summary(out_dir: str | os.PathLike) -> str:
     """"N runs, X min of training and Y min in all on HARDWARE": the figures a README quotes for a committed
     reference, from its own meta files (``tests/test_report.py`` checks the README quotes them verbatim)."""
     results = resolve(out_dir) / "results"
-    metas = [json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))]
+    metas = [read_json(p) for p in sorted(results.glob("meta_*.json"))]
     training = next((m for m in metas if m.get("key") == "training"), {})
     total = sum(m.get("wall_time_s", 0.0) for m in metas)
     return (f"{training.get('runs', 0)} runs, {training.get('wall_time_s', 0.0) / 60:.1f} min of training and "
@@ -558,7 +558,7 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     out_dir = resolve(out_dir)
     results, figures = out_dir / "results", out_dir / "figures"
     calibration = read_calibration(out_dir)   # first: a malformed calibration file stops before anything is written
-    metas = {p.stem.removeprefix("meta_"): json.loads(p.read_text()) for p in sorted(results.glob("meta_*.json"))}
+    metas = {p.stem.removeprefix("meta_"): read_json(p) for p in sorted(results.glob("meta_*.json"))}
     claims = _claims(out_dir)
     scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), ""))
     plan = confirmatory_plan(scale) if scale is not None else None
@@ -651,7 +651,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
 
 def run(args) -> int:
     """``armlib report``: evaluate every claim (:func:`armlib.verdicts.write`), then render the page."""
-    check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
+    folder = check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
+    check_writable(folder, "--out-dir")   # before anything is computed, not at the last write
     verdicts.write(args.out_dir)
     print(render(args.out_dir))
     partial = folder_state(args.out_dir)

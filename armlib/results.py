@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from armlib.errors import UsageError
 from armlib.paths import atomic_write_text, resolve
+from armlib.runs import STATUSES, is_failed
 from armlib.stats import SEED_COLUMNS
 
 
@@ -77,20 +79,84 @@ def folder_state(out_dir: str | Path) -> str | None:
     return "; ".join(notes) or None
 
 
-def read_csv(path: Path) -> pd.DataFrame | None:
-    """A result CSV, or None when it is missing or empty."""
-    if not path.exists() or path.stat().st_size == 0:
+def _damaged(path: Path, what: str) -> UsageError:
+    """The one-line error for a damaged result file: what is wrong, and the command that writes it again."""
+    from armlib.sections import SECTION_KEYS
+
+    key = path.name.removesuffix(".csv").removesuffix(".json").removesuffix("_seeds")
+    key = key.removeprefix("claims_").removeprefix("meta_")
+    only = f" --only {key}" if key in SECTION_KEYS else ""
+    return UsageError(f"{path}: damaged result file ({what}); delete it and rerun armlib reproduce{only} with the "
+                      "same --out-dir, or restore it from a copy")
+
+
+def read_csv(path: Path, columns: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """A result CSV, checked where it is read; None when it is missing or holds no header (nothing written).
+
+    Every result file is written whole by :func:`armlib.paths.atomic_write` and ends with a newline, so a file
+    that does not (a copy cut short), that does not parse, or that lacks one of ``columns`` is damaged.
+
+    Raises:
+        UsageError: one line naming the file, what is wrong and what to do.
+    """
+    if not path.exists():
         return None
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        what = "empty: 0 bytes" if not data else "cut short: the last line has no end"
+        raise _damaged(path, what)
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"not a readable CSV: {' '.join(str(exc).split())}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise _damaged(path, f"missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def read_seed_file(path: Path) -> pd.DataFrame | None:
+    """A ``<key>_seeds.csv`` (:data:`SEED_COLUMNS`), checked row by row: every key cell filled, an integer seed,
+    a known status (:data:`armlib.runs.STATUSES`), a value that is a number, NaN only for a failed run."""
+    frame = read_csv(path, SEED_COLUMNS)
+    if frame is None or not len(frame):
+        return frame
+    for column in ("table", "row", "seed", "metric", "status"):
+        empty = frame[column].isna()
+        if empty.any():
+            raise _damaged(path, f"line {int(empty.to_numpy().argmax()) + 2} has no {column}")
+    seeds = pd.to_numeric(frame["seed"], errors="coerce")
+    if seeds.isna().any() or (seeds != seeds.round()).any():
+        raise _damaged(path, f"a seed is not an integer: {frame['seed'][seeds.isna() | (seeds != seeds.round())].iloc[0]!r}")
+    unknown = ~frame["status"].isin(STATUSES)
+    if unknown.any():
+        raise _damaged(path, f"unknown status {frame['status'][unknown].iloc[0]!r}; expected one of {list(STATUSES)}")
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    if (values.isna() & frame["value"].notna()).any():
+        raise _damaged(path, f"a value is not a number: {frame['value'][values.isna() & frame['value'].notna()].iloc[0]!r}")
+    unexplained = values.isna() & ~frame["status"].map(is_failed)
+    if unexplained.any():
+        raise _damaged(path, f"line {int(unexplained.to_numpy().argmax()) + 2} has no value but status 'ok'")
+    return frame.assign(value=values)
+
+
+def read_json(path: Path) -> dict:
+    """A result JSON (``meta_<key>.json``), checked: an object. Raises UsageError naming a damaged file."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _damaged(path, f"expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def section_scale(out_dir: str | Path, key: str) -> str | None:
     """The scale ``meta_<key>.json`` records (None when the section has no meta file yet)."""
     meta = results_dir(out_dir) / f"meta_{key}.json"
-    return json.loads(meta.read_text()).get("scale") if meta.exists() else None
+    return read_json(meta).get("scale") if meta.exists() else None
 
 
 def read_seed_results(out_dir: str | Path, exclude: str | None = None, scale: str | None = None) -> pd.DataFrame:
@@ -101,7 +167,7 @@ def read_seed_results(out_dir: str | Path, exclude: str | None = None, scale: st
         key = path.name.removesuffix("_seeds.csv")
         if key == exclude or (scale is not None and section_scale(out_dir, key) not in (None, scale)):
             continue
-        frame = read_csv(path)
+        frame = read_seed_file(path)
         if frame is not None:
             frames.append(frame)
     if not frames:
@@ -118,7 +184,10 @@ def with_pilot(seeds: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     pilot_files = sorted((out_dir / PILOT_DIR).glob("*_seeds.csv"))
     if not pilot_files:
         return seeds
-    pilot = pd.concat([read_csv(p) for p in pilot_files], ignore_index=True).astype({"seed": int})
+    frames = [f for f in (read_seed_file(p) for p in pilot_files) if f is not None]   # checked, as the results
+    if not frames:
+        return seeds
+    pilot = pd.concat(frames, ignore_index=True).astype({"seed": int})
     keys = ["table", "row", "seed", "metric"]
     merged = pd.concat([seeds, pilot], ignore_index=True)
     return merged.drop_duplicates(keys, keep="first").reset_index(drop=True)

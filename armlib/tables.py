@@ -12,17 +12,18 @@ import time
 import pandas as pd
 
 from armlib import experiments, stats, verdicts
-from armlib.parameters import parse_seeds
+from armlib.parameters import check_notebook, parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, read_record, versions
 from armlib.sections import get_scale, get_section
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
 
-def start(key: str, scale: str) -> float:
-    """Validate the section and the scale and start the notebook's clock."""
+def start(key: str, parameters: dict) -> float:
+    """Check the section and the notebook's parameters (its ``globals()``, :func:`armlib.parameters.check_notebook`:
+    a misspelt name or a wrong type is refused, naming it), and start the notebook's clock."""
     get_section(key)
-    get_scale(scale)
+    get_scale(check_notebook(parameters)["scale"])
     return time.perf_counter()
 
 

@@ -46,6 +46,8 @@ import csv
 import json
 import math
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +65,11 @@ from armlib.data.loading import ResumableSampler, batches, build_datasets, class
 from armlib.evaluation import evaluate_model
 from armlib.metrics import reported_metrics, resolved_mask
 from armlib.paths import atomic_write_text, git_revision, resolve
-from armlib.runs import (CHECKPOINT, CURVES, LOG, RECORD, _CsvLog, _json_safe, _peak_memory, _truncate_csv, cpu_name,
-                         versions)
+from armlib.errors import UsageError
+from armlib.losses import IGNORE_INDEX
+from armlib.runs import (CHECKPOINT, CURVES, LOG, LOSS_BOUND_FACTOR, RECORD, RunFailed, _CsvLog, _json_safe,
+                         _peak_memory, _truncate_csv, cpu_name, file_digest, loss_failure, run_folder_lock, versions,
+                         write_failed_record)
 from armlib.schedule import paper_lr
 from armlib.training.checkpoint import TrainState, load_checkpoint, new_history, save_checkpoint, seed_all
 from armlib.training.distributed import (Ranks, barrier, device_for, join_process_group, rank_max_abs_diff,
@@ -98,6 +103,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, *,
 
     Raises:
         FloatingPointError: a non-finite loss; names the iteration and the last good checkpoint.
+        armlib.runs.RunFailed: the run learned nothing (no labelled training pixel in its first epoch, or a
+            logged loss above :data:`armlib.runs.LOSS_BOUND_FACTOR` × the first); ``record.json`` says so.
+        armlib.runs.RunsFolderBusy: another process writes into ``out_dir`` (or reproduces its runs folder).
         FileNotFoundError: a missing dataset (the message gives the expected layout).
         ValueError: an inconsistent setting (e.g. batch_size not divisible by the number of ranks).
     """
@@ -116,26 +124,40 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, *,
 def _train(cfg: TrainConfig, out_dir: Path, resume: bool, model_fn: ModelFn | None, stop_at: int | None,
            ranks: Ranks, started: float) -> dict:
     device = set_up(cfg, out_dir, resume, ranks)
-    data = build_data(cfg, ranks, device)
-    state = build_state(cfg, data.num_classes, model_fn, ranks, device)
-    ckpt_path = out_dir / CHECKPOINT
-    start_it, history = 0, new_history()
-    if resume and ckpt_path.exists():
-        start_it, history = load_checkpoint(ckpt_path, cfg, state, data.batches_per_epoch, ranks, device)
-    net = wrap_for_ranks(state.model, state.arm_params, ranks, device)
-    net = torch.compile(net) if cfg.compile else net
-    history, stopped_at = train_loop(net, state, data, cfg, out_dir, ranks, device, start_it, history, stop_at,
-                                     started)
-    if stopped_at is not None:
-        return {"stopped_at": stopped_at, "checkpoint": str(ckpt_path)}
-    eval_start = time.perf_counter()
-    metrics = evaluate(state.model, data, cfg, device, progress=not cfg.quiet and ranks.is_main)
-    eval_seconds = time.perf_counter() - eval_start
-    record = make_record(cfg, state, data, metrics, history, eval_seconds, ranks, device, started)
-    if ranks.is_main:
-        record["final_loss"] = _last_logged_loss(out_dir / LOG)  # mean loss of the last log window
-        atomic_write_text(out_dir / RECORD, json.dumps(_json_safe(record), indent=1))
-    return record
+    # one writer per run folder (rank 0 holds it for the ranks): a second `armlib train` into it, or one beside
+    # an `armlib reproduce` of the same runs folder, is refused before it writes anything
+    with run_folder_lock(out_dir) if ranks.is_main else contextlib.nullcontext():
+        if ranks.is_main and not resume and ((out_dir / CHECKPOINT).exists() or (out_dir / RECORD).exists()):
+            raise FileExistsError(f"{out_dir} already holds a run ({CHECKPOINT} or {RECORD}); pass resume=True "
+                                  "(--resume) to continue it, or choose another out_dir")
+        data = build_data(cfg, ranks, device)
+        state = build_state(cfg, data.num_classes, model_fn, ranks, device)
+        check_state(cfg, state, data, out_dir, ranks, device)
+        ckpt_path = out_dir / CHECKPOINT
+        start_it, history = 0, new_history()
+        if resume and ckpt_path.exists():
+            start_it, history = load_checkpoint(ckpt_path, cfg, state, data.batches_per_epoch, ranks, device)
+        net = wrap_for_ranks(state.model, state.arm_params, ranks, device)
+        net = torch.compile(net) if cfg.compile else net
+        try:
+            history, stopped_at = train_loop(net, state, data, cfg, out_dir, ranks, device, start_it, history,
+                                             stop_at, started)
+        except RunFailed as exc:
+            if ranks.is_main:
+                write_failed_record(out_dir, exc.status, exc.message, config=cfg.to_dict(), seed=cfg.seed)
+            raise
+        if stopped_at is not None:
+            return {"stopped_at": stopped_at, "checkpoint": str(ckpt_path)}
+        eval_start = time.perf_counter()
+        metrics = evaluate(state.model, data, cfg, device, progress=not cfg.quiet and ranks.is_main)
+        eval_seconds = time.perf_counter() - eval_start
+        record = make_record(cfg, state, data, metrics, history, eval_seconds, ranks, device, started)
+        if ranks.is_main:
+            record["final_loss"] = _last_logged_loss(out_dir / LOG)  # mean loss of the last log window
+            # the checkpoint this record was computed from: analysis refuses any other (armlib.analysis.load_run)
+            record["checkpoint"] = {"iteration": cfg.iterations, "sha256": file_digest(ckpt_path)}
+            atomic_write_text(out_dir / RECORD, json.dumps(_json_safe(record), indent=1))
+        return record
 
 
 # -- set-up ----------------------------------------------------------------------------------------------
@@ -143,8 +165,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, model_fn: ModelFn | No
 def set_up(cfg: TrainConfig, out_dir: Path, resume: bool, ranks: Ranks) -> torch.device:
     """Check the run's inputs before anything is written, apply the runtime settings, create the run folder.
 
-    Returns the device. Raises ValueError (a setting), FileNotFoundError (a dataset) or FileExistsError (a
-    folder that holds a run, without ``resume``).
+    Returns the device. Raises ValueError (a setting) or FileNotFoundError (a dataset).
     """
     if cfg.batch_size % ranks.world:
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch and must be divisible by the "
@@ -157,10 +178,42 @@ def set_up(cfg: TrainConfig, out_dir: Path, resume: bool, ranks: Ranks) -> torch
         torch.backends.cudnn.benchmark = True
     if ranks.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and ((out_dir / CHECKPOINT).exists() or (out_dir / RECORD).exists()):
-            raise FileExistsError(f"{out_dir} already holds a run ({CHECKPOINT} or {RECORD}); pass resume=True "
-                                  "(--resume) to continue it, or choose another out_dir")
     return device
+
+
+def check_state(cfg: TrainConfig, state: TrainState, data: TrainData, out_dir: Path, ranks: Ranks,
+                device: torch.device) -> None:
+    """What can only be checked once the model exists, before the first step (each used to fail after training
+    or deep inside it): the classifier's outputs against the data's classes, a per-rank batch of one image
+    against BatchNorm, and the disk space a checkpoint needs (two copies: the new one is written beside the
+    old one, :func:`armlib.runs.atomic_torch_save`).
+
+    Raises:
+        armlib.errors.UsageError: one line naming the setting and what was expected.
+    """
+    model = state.model
+    with torch.no_grad():   # eval mode: no statistics updated, no random number drawn; the run is unchanged
+        was_training = model.training
+        model.eval()
+        out = model(torch.zeros(1, 3, *cfg.crop_size, device=device))
+        model.train(was_training)
+    outputs = (out["out"] if isinstance(out, dict) else out).shape[1]
+    if outputs != data.num_classes:
+        raise UsageError(f"model={cfg.model!r} has {outputs} outputs but dataset={cfg.dataset!r} has "
+                         f"{data.num_classes} classes; expected one output per class")
+    synced = device.type == "cuda" and ranks.world > 1   # SyncBatchNorm pools the ranks' batches
+    if data.per_rank * (ranks.world if synced else 1) < 2 and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UsageError(f"batch_size={cfg.batch_size} gives {data.per_rank} image per rank and step, but the model "
+                         "has BatchNorm layers, which need at least 2; raise batch_size")
+    if ranks.is_main:
+        need = 2 * sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+        need += sum(p.numel() * p.element_size() for p in model.parameters())   # SGD's momentum buffers
+        free = shutil.disk_usage(out_dir).free
+        if free < 2 * need:
+            raise UsageError(f"{out_dir}: {free / 2**20:.0f} MiB free, but a checkpoint needs about "
+                             f"{need / 2**20:.0f} MiB and is written beside the previous one; free space or "
+                             "choose another out_dir")
 
 
 @dataclass
@@ -247,6 +300,8 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
                disable=cfg.quiet or not ranks.is_main)
     net.train()
     window_losses: list[Tensor] = []   # the losses since the last log row
+    labelled = torch.zeros((), dtype=torch.long, device=device)   # labelled pixels seen in this session
+    check_labels_at = min(total, start_it + data.batches_per_epoch)   # one epoch, or the run if shorter
     timer = _Timer(start_it)
     stopped_at = None
     try:
@@ -266,10 +321,16 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
                                          f"the last good checkpoint is {where}") from None
             state.scheduler.step()
             window_losses.append(loss.detach())
+            labelled += (target != IGNORE_INDEX).sum()
             done = it + 1
             bar.update(1)
+            if done == check_labels_at and _all_ranks_sum(labelled, ranks) == 0:
+                raise RunFailed("no_labels", f"no labelled training pixel in iterations {start_it + 1}–{done} "
+                                f"(every label is {IGNORE_INDEX}): nothing to learn; check the labels of "
+                                f"dataset={cfg.dataset!r} at {cfg.data_root}")
             if done % cfg.log_every == 0 or done == total:
                 mean_loss = torch.stack(window_losses).float().mean().item()
+                history = _check_loss(history, mean_loss, done, ranks)
                 seconds, steps = timer.lap(done, cfg.batch_size)
                 speed = steps * cfg.batch_size / max(seconds, 1e-9)
                 stats = ((math.nan,) * 3 if "weights" not in parts
@@ -335,6 +396,31 @@ def _open_logs(out_dir: Path, state: TrainState, ranks: Ranks, start_it: int) ->
     if state.weight_fn is not None and start_it == 0:
         curves.write(_curve_rows(state.weight_fn, 0))
     return log, curves
+
+
+def _check_loss(history: dict, mean_loss: float, done: int, ranks: Ranks) -> dict:
+    """Apply :func:`armlib.runs.loss_failure` to a log row's loss against the run's first logged loss (kept in
+    the checkpointed history, so a resumed run keeps its bound); raise :class:`armlib.runs.RunFailed`
+    ("exploded") past the bound. The largest loss over the ranks decides, so every rank stops together."""
+    if ranks.world > 1:
+        worst = torch.tensor(mean_loss, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        mean_loss = float(worst)
+    first = history.get("first_loss")
+    if first is None:
+        return {**history, "first_loss": mean_loss}
+    failure = loss_failure([first, mean_loss])
+    if failure is not None and failure[0] == "exploded":
+        raise RunFailed("exploded", f"at iteration {done} the logged loss {mean_loss:.6g} exceeds "
+                        f"{LOSS_BOUND_FACTOR:g} × the first logged loss ({first:.6g})")
+    return history
+
+
+def _all_ranks_sum(count: Tensor, ranks: Ranks) -> int:
+    if ranks.world > 1:
+        count = count.clone()
+        dist.all_reduce(count)
+    return int(count)
 
 
 def _curve_rows(weight_fn: nn.Module, iteration: int) -> list[tuple]:
@@ -412,9 +498,15 @@ def _last_logged_loss(path: Path) -> float | None:
 
 # The arguments: armlib.commands.add_train_arguments (torch-free, for --help).
 def run(args: argparse.Namespace) -> int:
-    """``armlib train``: 0 on success; a config error is armlib.cli's one line and exit status 2."""
+    """``armlib train``: 0 on success; a config error is armlib.cli's one line and exit status 2; 3 for a run
+    that learned nothing (status "exploded" or "no_labels", recorded in its record.json; one line on stderr)."""
     cfg = load_config(args.config, args.overrides)
-    record = train(cfg, args.out, resume=args.resume)
+    try:
+        record = train(cfg, args.out, resume=args.resume)
+    except RunFailed as exc:
+        print(f"armlib train: {resolve(args.out)}: the run learned nothing ({exc}); recorded as {exc.status!r} in "
+              f"{RECORD}", file=sys.stderr)
+        return 3
     if int(os.environ.get("RANK", "0")) == 0 and "metrics" in record:
         m = record["metrics"]
         print(f"{resolve(args.out)}: aAcc {m['aAcc']:.2f}  mAcc {m['mAcc']:.2f}  mIoU {m['mIoU']:.2f}  "

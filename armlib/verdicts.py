@@ -12,14 +12,13 @@ evaluation over the per-seed files that exist so far (its Holm p can still chang
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from armlib import stats
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import read_csv, read_seed_results, results_dir, with_pilot
+from armlib.results import read_csv, read_json, read_seed_results, results_dir, with_pilot
 from armlib.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
                              get_section)
 
@@ -37,7 +36,7 @@ def evaluate(out_dir: str | Path = "reports") -> pd.DataFrame:
     for s in SECTIONS:
         if s.key in present:
             continue
-        thresholds = read_csv(folder / f"claims_{s.key}.csv")
+        thresholds = read_csv(folder / f"claims_{s.key}.csv", ("id", "table", "verdict"))
         if thresholds is not None:
             frames.append(thresholds)
     return pd.concat(frames, ignore_index=True) if frames else stats.threshold_claims_frame([])
@@ -106,7 +105,7 @@ def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
 
 def _scale_of(folder: Path) -> Scale:
     """The scale the meta files record (its noise levels name the noise-sweep claims); quick when none does."""
-    recorded = (json.loads(p.read_text()).get("scale") for p in sorted(folder.glob("meta_*.json")))
+    recorded = (read_json(p).get("scale") for p in sorted(folder.glob("meta_*.json")))
     return SCALES[next((s for s in recorded if s in SCALES), "quick")]
 
 

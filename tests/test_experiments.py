@@ -184,7 +184,9 @@ def test_missing_real_data_is_named_before_any_run(tmp_path):
         ex.check_data(runs, paper, tmp_path / "cityscapes")
     for folder in ("leftImg8bit/train", "leftImg8bit/val", "gtCoarse/train", "gtFine/val"):
         (tmp_path / "cityscapes" / folder).mkdir(parents=True)
-    ex.check_data(runs, paper, tmp_path)
+    # the folders alone are not a dataset: the up-front check is the trainer's own (one function, issue 20)
+    with pytest.raises(ValueError, match=r"no usable image/label pairs under .*leftImg8bit/train"):
+        ex.check_data(runs, paper, tmp_path)
 
 
 def test_signals_as_interrupts_raises_once_keeps_ignored_signals_and_restores_handlers():

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from armlib import analysis, experiments, sections
+from armlib import analysis, experiments, sections, stats
+from armlib.runs import is_failed, read_record
 from armlib.sections import get_scale
 
 
@@ -38,11 +39,26 @@ def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fi
     return {k: torch.cat(v) if v else None for k, v in out.items()}
 
 
-def measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataFrame:
-    """Mean CE per variance bin of the CE-trained model on validation images (trains the run if missing)."""
+def unusable(run: experiments.Run) -> str | None:
+    """Why a finished run has nothing to analyse (a failed status, :func:`armlib.runs.is_failed`), None when "ok"."""
+    status = read_record(run.out).get("status", "ok")
+    return f"the analysed run ({run.row}, seed {run.seed}) is {status!r}: nothing to analyse" if is_failed(status) else None
+
+
+def not_run(claim: dict, why: str) -> dict:
+    """``claim`` marked not run, with why."""
+    return {**claim, "verdict": stats.NOT_RUN, "note": why}
+
+
+def measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs) -> tuple[pd.DataFrame, str | None]:
+    """Mean CE per variance bin of the CE-trained model on validation images (trains the run if missing), and
+    None; or no bins and why, when that run learned nothing (a failed status)."""
     sc = get_scale(scale)
     run = base_run(sc, runs_dir, seeds, data_root)
     ensure(run, sc, data_root, device, jobs)
+    why = unusable(run)
+    if why:
+        return analysis.loss_per_variance_bin(torch.zeros(0), torch.zeros(0)).iloc[:0], why
     px = pixels(run, "val", device, ANALYSIS_IMAGES)
     valid = px["target"] != 255
-    return analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+    return analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid]), None

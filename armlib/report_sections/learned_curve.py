@@ -17,7 +17,7 @@ import seaborn as sns
 from armlib import analysis, arm, experiments, results, sections, stats, verdicts
 from armlib.plots import legend_beside, save
 from armlib.report_sections._runs import ANALYSIS_IMAGES, pixels
-from armlib.runs import read_record
+from armlib.runs import is_failed, read_record
 from armlib.sections import get_scale
 
 
@@ -31,7 +31,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     per_seed, rows, claims = [], [], []
     for r in runs:
         record = read_record(r.out)
-        if record.get("status") == "diverged" or "arm_curve" not in record:
+        if is_failed(record.get("status")) or "arm_curve" not in record:
             rows.append({"seed": r.seed, "status": record.get("status", "no curve")})
             continue
         v = np.asarray(record["arm_curve"]["v"])

@@ -17,7 +17,7 @@ import seaborn as sns
 from armlib import arm, experiments, results, sections, stats, verdicts
 from armlib.paths import atomic_write_text
 from armlib.plots import save
-from armlib.runs import read_record
+from armlib.runs import is_failed, read_record
 from armlib.sections import get_scale
 
 
@@ -62,11 +62,14 @@ def tta_metrics(run: experiments.Run, scale: sections.Scale, device="auto") -> d
     # "classes" in the key: caches written before the TTA mIoU left the unresolved classes out are recomputed
     key = {"scales": list(scale.tta_scales), "flip": True, "classes": "reported"}
     if cache.exists():
-        stored = json.loads(cache.read_text())
-        if stored.get("settings") == key:
+        try:
+            stored = json.loads(cache.read_text())
+        except ValueError:   # a damaged cache is recomputed (and rewritten whole) below
+            stored = {}
+        if stored.get("settings") == key and "metrics" in stored:
             return stored["metrics"]
     record = read_record(run.out)
-    if record.get("status") == "diverged":
+    if is_failed(record.get("status")):
         metrics = {"aAcc": math.nan, "mAcc": math.nan, "mIoU": math.nan}
     else:
         metrics = evaluate_run(run.out, scales=scale.tta_scales, flip=True, device=device)

@@ -18,7 +18,7 @@ from torch import nn
 
 from armlib.arm import ARMLoss
 from armlib.config import RUNTIME_ONLY, TrainConfig
-from armlib.runs import atomic_torch_save
+from armlib.runs import atomic_torch_save, read_checkpoint
 from armlib.training.distributed import Ranks, barrier
 
 __all__ = ["TrainState", "new_history", "save_checkpoint", "load_checkpoint", "seed_all"]
@@ -89,8 +89,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig, state: TrainState, batches_per
     Raises:
         ValueError: the config differs from the checkpoint's in a field that can change a result, or the
             training set has another number of batches per epoch (the data order could not resume).
+        armlib.runs.CorruptCheckpoint: the file is unreadable (one line naming it and the way out).
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+    ckpt = read_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
     changed = [k for k, v in cfg.to_dict().items() if k not in RUNTIME_ONLY and ckpt["config"].get(k) != v]
     if changed:
         raise ValueError(f"resume: the config differs from the checkpoint's in {changed}; resume with the "
