@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from armlib.arm import arm_moved
 from armlib.commands import EXECUTORS
 from armlib.paths import REPO_ROOT, resolve
-from armlib.runs import (CHECKPOINT, RECORD, CorruptCheckpoint, read_checkpoint, read_record, run_key,
+from armlib.runs import (CHECKPOINT, LOG, RECORD, CorruptCheckpoint, read_checkpoint, read_record, run_key,
                          write_failed_record)
 from armlib.runs import LOCK_NAME, RunsFolderBusy, runs_lock  # noqa: F401 (the lock reproduce takes, re-exported)
 from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
