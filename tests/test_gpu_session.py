@@ -290,7 +290,8 @@ def test_gpu_calibration_sh_calls_calibrate_as_the_committed_calibration_ran(tmp
     and candidate T, and the committed archive unpacks where calibrate looks for its runs."""
     import argparse
 
-    from armlib import calibration
+    from armlib import calibration, cli
+    from armlib.commands import flatten
 
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -304,12 +305,15 @@ def test_gpu_calibration_sh_calls_calibrate_as_the_committed_calibration_ran(tmp
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv[:3] == ["-m", "armlib", "calibrate"]
     parser = argparse.ArgumentParser()
-    calibration.add_arguments(parser)
+    cli.add_command_arguments("calibrate", parser)
     args = parser.parse_args(argv[3:])
     committed = json.loads((calibration.committed_dir("gpu") / calibration.SUMMARY_FILE).read_text())
     assert args.scale == "gpu" and not args.from_records
-    assert sorted(map(int, args.iterations.split(","))) == sorted(map(int, committed["candidates"]))
-    unpacked = sorted(p.parent.name for p in (tmp_path / args.runs_dir / "gpu" / "calibration").glob("*/record.json"))
+    assert sorted(flatten(args.iterations)) == sorted(map(int, committed["candidates"]))
+    # The script runs from the repository's root, where calibrate's default runs folder (the repository's runs/)
+    # is the ./runs it unpacks into; here it ran in tmp_path, so that is where the records must be.
+    assert Path(args.runs_dir) == ROOT / "runs"
+    unpacked = sorted(p.parent.name for p in (tmp_path / "runs" / "gpu" / "calibration").glob("*/record.json"))
     assert len(unpacked) == len([n for n, _ in committed_records() if n.startswith("runs/gpu/calibration/")])
     assert f"runs with a record: {len(unpacked)}, packed into" in result.stdout
 

@@ -39,8 +39,14 @@ def test_readme_command_parses_and_plans(command, tmp_path, monkeypatch, capsys)
     if name == "reproduce":
         if "--data-root" in args:   # the README's relative data root, with real datasets as data/README.md lays out
             i = args.index("--data-root") + 1
-            for folder in ("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val", "gtCoarse/train"):
-                (tmp_path / "data" / "cityscapes" / folder).mkdir(parents=True, exist_ok=True)
+            # One stand-in pair per split, named as Cityscapes names them: the plan checks names, decodes nothing.
+            stem = "aachen/aachen_000000_000019"
+            for folder, suffix in (("leftImg8bit/train", "leftImg8bit"), ("leftImg8bit/val", "leftImg8bit"),
+                                   ("gtFine/train", "gtFine_labelIds"), ("gtFine/val", "gtFine_labelIds"),
+                                   ("gtCoarse/train", "gtCoarse_labelIds")):
+                path = tmp_path / "data" / "cityscapes" / folder / f"{stem}_{suffix}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
             args[i] = str(tmp_path / args[i])
         assert cli.main(["reproduce", *args, "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0, \
             capsys.readouterr().err
