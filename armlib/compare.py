@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from armlib.commands import path_arg
 from armlib.errors import check_report_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _inside(x: float, low: float, high: float) -> bool | None:
@@ -29,7 +31,9 @@ def _inside(x: float, low: float, high: float) -> bool | None:
 def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd.DataFrame:
     """One row per claim present in either folder: id, both verdicts and Δ, ``status`` ("agrees", "differs" or
     "missing"), ``agrees`` (bool: status == "agrees") and ``why``."""
-    from armlib.verdicts import evaluate   # here: it imports torch, and `armlib compare --help` must not
+    import pandas as pd
+
+    from armlib.verdicts import evaluate   # here: they import pandas and torch, and `armlib compare --help` must not
 
     ref = evaluate(check_report_dir(reference, "REFERENCE")).set_index("id")
     new = evaluate(check_report_dir(mine, "MINE")).set_index("id")

@@ -81,6 +81,7 @@ def parse_jobs(value, name: str = "jobs") -> int | None:
 _KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 _DATA = (str, int, float, bool, list, tuple, dict, type(None), os.PathLike)
 DEVICES = ("auto", "cpu", "cuda")
+_CHECKED = "_armlib_parameters_checked"   # set in the namespace by the first check_notebook
 
 
 def _text(value, name: str, choices: tuple[str, ...] = ()) -> str:
@@ -122,15 +123,19 @@ def check_notebook(namespace: dict) -> dict:
 
     The parameters are the names the parameters cell declares with an annotation (``scale: str = "quick"``,
     collected by Python in ``namespace["__annotations__"]``). Papermill only warns about a name the notebook does
-    not declare and runs on at the default: here such a name is refused, with the closest declared one.
+    not declare and runs on at the default: here such a name is refused, with the closest declared one, at the
+    first call in a kernel only (a setup cell rerun by hand in JupyterLab finds the names later cells defined).
 
     Raises:
         UsageError: one line naming the parameter: an undeclared name (``sclae``), or a value of the wrong type
             or outside its choices (:data:`CHECKS`).
     """
     declared = dict(namespace.get("__annotations__", {}))
+    # Papermill injects its cell once, before the first check; a later call is a cell rerun by hand, when the
+    # cells below have defined plain-data names of their own (a dict of results, a float): not parameters.
+    first_call = not namespace.get(_CHECKED, False)
     unknown = [name for name, value in namespace.items()
-               if not name.startswith("_") and name not in declared and name not in _KERNEL_NAMES
+               if first_call and not name.startswith("_") and name not in declared and name not in _KERNEL_NAMES
                and isinstance(value, _DATA)]
     if unknown:
         hints = [f"{n!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, declared, 1))
@@ -140,4 +145,5 @@ def check_notebook(namespace: dict) -> dict:
     checked = {name: CHECKS[name](namespace[name]) if name in CHECKS else namespace[name]
                for name in declared if name in namespace}
     namespace.update(checked)
+    namespace[_CHECKED] = True
     return checked

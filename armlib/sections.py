@@ -6,7 +6,8 @@ config overrides on the scale's base config), :class:`Claim` (what the paper ass
 notebook, heading, the paper's statement, the runs it needs and its threshold claims). ``armlib reproduce``, the
 run planner (:mod:`armlib.experiments`), the verdicts (:mod:`armlib.verdicts`) and the report (:mod:`armlib.report`)
 all derive from here: adding a section is one :class:`Section` entry, one module in :mod:`armlib.report_sections`
-(``measure`` and ``plot``) and ``notebooks/<key>.ipynb``; adding a threshold claim is one :class:`Threshold`.
+(``measure`` and ``plot``) and ``notebooks/<key>.ipynb``; adding a threshold claim is one :class:`Threshold`
+(over a quantity the section's ``measure`` records).
 
 Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in Tables 1–5)
 resolve to the same run, so it is trained once per seed and shared, and a claim that several tables repeat is
@@ -309,20 +310,25 @@ _OPS = {"<": operator.lt, ">": operator.gt, "≥": operator.ge}
 
 @dataclass(frozen=True)
 class Threshold:
-    """A claim a section measures against a fixed criterion: it holds when ``metric`` ``op`` ``bound`` (and, with
-    ``also_above``, the value exceeds that second measured quantity too). The criterion's prose, the claims
-    files' ``threshold`` column and the verdict (:func:`armlib.verdicts.threshold`) all come from these fields.
+    """A claim a section measures against a fixed criterion: it holds when the measured ``quantity`` ``op``
+    ``bound`` (and, with ``reference``, exceeds that second measured quantity too). The criterion's prose, the
+    claims files' ``threshold`` column and the verdict (:func:`armlib.verdicts.thresholds`) all come from these
+    fields, so a new claim over a quantity the section's ``measure`` already records is this one line.
 
     ``after``: the id of a claim of the same seed that must hold first (ARM's curve must have moved); where it
     does not, this claim ``unmet`` ("fails", or "not run": there is nothing to compare).
+
+    Raises ``ValueError`` for an ``op`` outside ``<``, ``>``, ``≥``, or without a ``quantity``.
     """
 
     id: str
     text: str                # the claim, as the report states it; "{seed}" is filled in for per-seed claims
-    metric: str              # the measured quantity
+    metric: str              # the measured quantity, as the report names it
     op: str                  # "<", ">" or "≥"
     bound: float
-    also_above: str = ""     # a second measured quantity the value must exceed, named
+    quantity: str = ""       # its key among the quantities the section's measure() records (required)
+    reference: str = ""      # the key of a second measured quantity the value must exceed ...
+    also_above: str = ""     # ... as the report names it
     over: str = ""           # what the value is measured over, for the prose
     after: str = ""
     unmet: str = "fails"
@@ -330,6 +336,9 @@ class Threshold:
     def __post_init__(self):
         if self.op not in _OPS:
             raise ValueError(f"threshold {self.id!r}: op must be one of {list(_OPS)}, got {self.op!r}")
+        if not self.quantity or bool(self.reference) != bool(self.also_above):
+            raise ValueError(f"threshold {self.id!r}: expected a quantity, and a reference key only with its name "
+                             f"(also_above), got quantity={self.quantity!r}, reference={self.reference!r}")
 
     def criterion(self, reference: float | None = None) -> str:
         """E.g. "> 0.5 and > the share of all pixels (0.34)"; with ``after``, "moved and ≥ 0.1"."""
@@ -365,7 +374,8 @@ class Section:
     """One report section = one notebook ``notebooks/<key>.ipynb`` writing ``results/<key>*.csv``.
 
     ``measures`` says what the notebook measures, ``figure`` the PNG it saves (``figures/<key>*.png``), and
-    ``thresholds`` its threshold claims (figure sections): a new one is one :class:`Threshold` here.
+    ``thresholds`` its threshold claims (figure sections): a new one is one :class:`Threshold` here, over a
+    quantity its ``measure`` records (:func:`armlib.verdicts.thresholds`).
     """
 
     key: str
@@ -402,32 +412,34 @@ SECTIONS: tuple[Section, ...] = (
             measures="share of the lowest-5 % v pixels within 2 px of a class boundary",
             figure="low-variance pixels painted on validation images",
             thresholds=(Threshold("fig4_boundaries", "Low-variance pixels lie on class boundaries (paper: almost all)",
-                                  "share of lowest-5 % v pixels on boundaries", ">", 0.5,
-                                  also_above="the share of all pixels"),)),
+                                  "share of lowest-5 % v pixels on boundaries", ">", 0.5, quantity="low_var_on_boundary",
+                                  reference="all_on_boundary", also_above="the share of all pixels"),)),
     Section("loss_vs_variance", "Fig. 5 — mean loss per variance bin",
             "The average loss falls as the normalised variance (confidence) rises (Eq. 8).", _BASE_FIRST,
             measures="mean CE per bin of v on validation images", figure="loss against v",
             thresholds=(Threshold("fig5_falls", "The mean loss falls as the normalised variance rises", "Spearman ρ",
-                                  "<", 0, over="of v and the mean loss, over bins with ≥ 100 pixels"),)),
+                                  "<", 0, quantity="spearman_rho",
+                                  over="of v and the mean loss, over bins with ≥ 100 pixels"),)),
     Section("holder", "Eq. 10–13 — the Hölder toy and ARM's convergence",
             "Under ‖W‖_p = 1, p > 1, the adversarial weight converges to ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}; p = 1 is "
             "sparse.", _BASE_FIRST, measures="closed form vs solver; ARM fitted to the measured loss curve",
             figure="closed form, solver and fitted ARM",
             thresholds=(
                 Threshold("holder_toy", "Projected gradient ascent reaches the closed form (Eq. 11–12) for p = 1, "
-                          "1.5, 2, 3", "max |w_closed − w_solver|", "<", 1e-3),
+                          "1.5, 2, 3", "max |w_closed − w_solver|", "<", 1e-3, quantity="toy_gap"),
                 Threshold("holder_arm", "The 53-parameter ARM converges to the Hölder solution for p = 2, 3 "
                           "(Sec. 3.4)",
-                          "max |W_ARM − W_closed| (weights)", "<", 0.02),
+                          "max |W_ARM − W_closed| (weights)", "<", 0.02, quantity="arm_gap"),
                 Threshold("holder_l1", "With the L1 factor differentiated ARM collapses to the sparse L1 solution (our "
-                          "reading of Sec. 4.2)", "max |W_ARM − W_L2 solution| (weights)", ">", 0.3))),
+                          "reading of Sec. 4.2)", "max |W_ARM − W_L2 solution| (weights)", ">", 0.3,
+                          quantity="l1_differentiated_gap"))),
     Section("confidence_quadrants", "Fig. 2 — loss vs confidence as a sample divider",
             "Among high-loss pixels, confidence separates mislabelled (confident) from valuable (unsure) ones.",
             _BASE_FIRST, measures="mislabelled rate per (loss, confidence) quadrant on training pixels",
             figure="quadrant shares",
             thresholds=(Threshold("fig2_divides", "Among high-loss pixels, confident ones are more often "
                                   "mislabelled than unsure ones (Fig. 2b)", "Δ mislabelled rate (confident − unsure)",
-                                  ">", 0),)),
+                                  ">", 0, quantity="mislabelled_rate_difference"),)),
     Section("table1", "Table 1 — detaching and suppressing vs focusing",
             "Detaching the L1 factor is essential; suppressing confident pixels beats the base model, focusing on "
             "them is worse.", (Needs("table1"),), figure="bars per row"),
@@ -452,12 +464,14 @@ SECTIONS: tuple[Section, ...] = (
             figure="learned curves (init dashed)",
             thresholds=(
                 Threshold("curve_moved", "ARM's curve moved from its initialisation (seed {seed})",
-                          "max shape change", "≥", MOVED_THRESHOLD, over="max_v |W_end/mean − W_0/mean|, per seed"),
+                          "max shape change", "≥", MOVED_THRESHOLD, quantity="shape_change", over="max_v |W_end/mean − W_0/mean|, per seed"),
                 Threshold("curve_suppresses", "ARM learned to suppress confident pixels (seed {seed})",
-                          "(W(−1) − W(+1)) / mean W", "≥", SUPPRESSION_THRESHOLD, after="curve_moved",
+                          "(W(−1) − W(+1)) / mean W", "≥", SUPPRESSION_THRESHOLD, quantity="suppression",
+                          after="curve_moved",
                           over="of the learned curve, per seed"),
                 Threshold("curve_holder", "ARM's curve follows the Hölder prediction (seed {seed}, Sec. 3.4)",
-                          "Pearson r", ">", 0.5, after="curve_moved", unmet="not run",
+                          "Pearson r", ">", 0.5, quantity="holder_correlation", after="curve_moved",
+                          unmet="not run",
                           over="of the learned W and the prediction from the measured loss, per seed where ARM "
                                "moved"))),
     Section("noise_sweep", "ARM's gain as label noise grows (not in the paper)",

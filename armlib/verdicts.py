@@ -1,6 +1,6 @@
 """Every claim's verdict, evaluated in one place from the result files: ``results/claims.csv``.
 
-A threshold claim's verdict is :func:`threshold` of the value its section measured, against the criterion the
+A threshold claim's verdict is :func:`thresholds` of the quantity its section measured, against the criterion the
 manifest declares (:class:`armlib.sections.Threshold`); the section writes it to ``claims_<key>.csv``.
 Comparison claims (:data:`armlib.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
 (``<key>_seeds.csv``) and the committed pilot together, pilot and confirmatory apart under the scale's plan
@@ -12,6 +12,7 @@ evaluation over the per-seed files that exist so far (its Holm p can still chang
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -81,17 +82,28 @@ def finding(claims: pd.DataFrame) -> str:
     return s
 
 
-def threshold(key: str, claim_id: str, value: float, *, seed: int | None = None, reference: float | None = None,
-              prerequisite: bool = True) -> dict:
-    """The claims-file row of section ``key``'s threshold claim ``claim_id`` (its :class:`armlib.sections.Threshold`
-    in the manifest) at the measured ``value``: holds / fails, or "not run" when its ``after`` claim does not
-    hold (``prerequisite=False``) and the manifest says so. ``reference``: the measured ``also_above`` quantity."""
-    t = get_section(key).threshold(claim_id)
-    row = stats.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
-                                prerequisite and t.holds(value, reference), seed=seed)
-    if not prerequisite and t.unmet == stats.NOT_RUN:
-        row = {**row, "verdict": stats.NOT_RUN, "note": f"{t.after} does not hold: nothing to compare"}
-    return row
+def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None, why: str | None = None) -> list[dict]:
+    """The claims-file rows of every threshold claim of section ``key`` (its :class:`armlib.sections.Threshold`
+    lines in the manifest, in their order), from the quantities its ``measure`` recorded: ``measured`` maps each
+    claim's ``quantity`` (and ``reference``) key to a value; a key it lacks counts as not measured (NaN).
+
+    A claim holds or fails by its criterion; one whose ``after`` claim (same seed) does not hold is "fails" or
+    "not run" as the manifest says. ``why``: the reason the section could not measure (e.g. its run learned
+    nothing); every claim whose quantity is then NaN is "not run" with that note, the others stand.
+    ``seed`` names per-seed claims (``id_s<seed>``)."""
+    rows: dict[str, dict] = {}
+    for t in get_section(key).thresholds:
+        value = float(measured.get(t.quantity, math.nan))
+        reference = measured.get(t.reference) if t.reference else None
+        prerequisite = not t.after or rows[t.after]["verdict"] == stats.HOLDS
+        row = stats.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
+                                    prerequisite and t.holds(value, reference), seed=seed)
+        if not prerequisite and t.unmet == stats.NOT_RUN:
+            row = {**row, "verdict": stats.NOT_RUN, "note": f"{t.after} does not hold: nothing to compare"}
+        if why and not math.isfinite(value):
+            row = {**row, "verdict": stats.NOT_RUN, "note": why}
+        rows[t.id] = row
+    return list(rows.values())
 
 
 def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from armlib.data.coarse import (DEFAULT_NOISE, CoarseParams, CoarseStatsAccumula
 from armlib.data.labels import label_ids_to_train_ids, polygons_to_label_ids
 from armlib.data.scenes import render_scene, sample_scene
 from armlib.data import synth
+from armlib.paths import REPO_ROOT
 
 SIZE = (64, 128)
 SMALL = dict(seed=3, n_train=4, n_val=2, size=SIZE)
@@ -455,3 +459,14 @@ def test_output_fingerprint_is_pinned_to_synth_version(tmp_path):
         digest.update(path.read_bytes())
     assert OUTPUT_FINGERPRINTS.get(synth.SYNTH_VERSION) == digest.hexdigest(), (
         "the synthetic data changed for fixed parameters: bump SYNTH_VERSION and record the new fingerprint")
+
+
+def test_a_healthy_parallel_generation_prints_no_worker_traceback_under_the_signal_handlers(tmp_path):
+    """`make report`'s log showed "Interrupted: SIGTERM" from a pool worker of a generation that succeeded: the
+    workers inherited reproduce's SIGTERM handler and Pool.terminate() ends every pool."""
+    probe = ("import sys; from armlib.data.synth import generate; from armlib.experiments import signals_as_interrupts\n"
+             f"with signals_as_interrupts(): generate(sys.argv[1], seed=3, n_train=4, n_val=2, size={SIZE!r}, workers=2)")
+    proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "set")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Interrupted" not in proc.stderr, proc.stderr

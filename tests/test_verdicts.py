@@ -1,5 +1,7 @@
 """armlib.verdicts and the manifest's threshold claims: one criterion, its prose and its verdict from one place."""
+import dataclasses
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -10,14 +12,19 @@ from armlib.sections import SECTIONS, Threshold, get_section
 
 
 def test_a_threshold_claim_holds_exactly_when_its_criterion_is_met():
-    t = Threshold("x", "a claim", "r", ">", 0.5)
+    t = Threshold("x", "a claim", "r", ">", 0.5, quantity="r")
     assert t.holds(0.6) and not t.holds(0.5) and not t.holds(math.nan)
-    assert Threshold("x", "a claim", "gap", "<", 1e-3).holds(5e-4)
-    assert Threshold("x", "a claim", "change", "≥", 0.1).holds(0.1)
-    both = Threshold("x", "a claim", "share", ">", 0.5, also_above="the share of all pixels")
+    assert Threshold("x", "a claim", "gap", "<", 1e-3, quantity="gap").holds(5e-4)
+    assert Threshold("x", "a claim", "change", "≥", 0.1, quantity="change").holds(0.1)
+    both = Threshold("x", "a claim", "share", ">", 0.5, quantity="share", reference="all",
+                     also_above="the share of all pixels")
     assert both.holds(0.7, reference=0.6) and not both.holds(0.7, reference=0.8) and not both.holds(0.4, 0.1)
     with pytest.raises(ValueError, match="op"):
-        Threshold("x", "a claim", "r", "=>", 0.5)
+        Threshold("x", "a claim", "r", "=>", 0.5, quantity="r")
+    with pytest.raises(ValueError, match="quantity"):
+        Threshold("x", "a claim", "r", ">", 0.5)
+    with pytest.raises(ValueError, match="reference"):
+        Threshold("x", "a claim", "r", ">", 0.5, quantity="r", reference="all")
 
 
 def test_the_criteria_prose_is_generated_from_every_threshold():
@@ -30,17 +37,51 @@ def test_the_criteria_prose_is_generated_from_every_threshold():
 
 
 def test_verdicts_threshold_rows():
-    row = verdicts.threshold("loss_vs_variance", "fig5_falls", -0.9)
+    (row,) = verdicts.thresholds("loss_vs_variance", {"spearman_rho": -0.9})
     assert row["verdict"] == stats.HOLDS and row["threshold"] == "< 0" and row["table"] == "loss_vs_variance"
-    assert verdicts.threshold("loss_vs_variance", "fig5_falls", 0.2)["verdict"] == stats.FAILS
-    row = verdicts.threshold("variance_maps", "fig4_boundaries", 0.6, reference=0.7)
+    assert verdicts.thresholds("loss_vs_variance", {"spearman_rho": 0.2})[0]["verdict"] == stats.FAILS
+    (row,) = verdicts.thresholds("variance_maps", {"low_var_on_boundary": 0.6, "all_on_boundary": 0.7})
     assert row["verdict"] == stats.FAILS and "(0.70)" in row["threshold"]
-    unmoved = verdicts.threshold("learned_curve", "curve_holder", math.nan, seed=3, prerequisite=False)
-    assert unmoved["verdict"] == stats.NOT_RUN and unmoved["id"] == "curve_holder_s3" and "seed 3" in unmoved["text"]
-    assert verdicts.threshold("learned_curve", "curve_suppresses", 0.5, seed=3,
-                              prerequisite=False)["verdict"] == stats.FAILS
-    with pytest.raises(ValueError, match="fig9"):
-        verdicts.threshold("loss_vs_variance", "fig9", 0.0)
+    moved, suppresses, holder_fit = verdicts.thresholds("learned_curve", {"shape_change": 0.05, "suppression": 0.5},
+                                                        seed=3)
+    assert moved["verdict"] == stats.FAILS and moved["id"] == "curve_moved_s3" and "seed 3" in moved["text"]
+    assert suppresses["verdict"] == stats.FAILS           # unmet "fails": its after claim did not hold
+    assert holder_fit["verdict"] == stats.NOT_RUN and "curve_moved does not hold" in holder_fit["note"]
+    moved, suppresses, holder_fit = verdicts.thresholds(
+        "learned_curve", {"shape_change": 0.3, "suppression": 0.5, "holder_correlation": 0.9}, seed=3)
+    assert [c["verdict"] for c in (moved, suppresses, holder_fit)] == [stats.HOLDS] * 3
+
+
+def test_a_section_that_could_not_measure_marks_only_its_unmeasured_claims_not_run():
+    toy, arm_fit, l1 = verdicts.thresholds("holder", {"toy_gap": 1e-5}, why="the base run learned nothing")
+    assert toy["verdict"] == stats.HOLDS
+    assert arm_fit["verdict"] == l1["verdict"] == stats.NOT_RUN and arm_fit["note"] == "the base run learned nothing"
+    (rho,) = verdicts.thresholds("loss_vs_variance", {}, why="diverged")
+    assert rho["verdict"] == stats.NOT_RUN and math.isnan(rho["value"])
+
+
+def test_a_new_threshold_claim_is_one_manifest_line(monkeypatch):
+    """A claim over a quantity the section already records needs no code: the manifest line is read as data."""
+    section = get_section("holder")
+    extra = Threshold("holder_toy_loose", "The solver is near the closed form", "max |w_closed − w_solver|", "<",
+                      1e-2, quantity="toy_gap")
+    patched = dataclasses.replace(section, thresholds=(*section.thresholds, extra))
+    monkeypatch.setattr(verdicts, "get_section", lambda key: patched if key == "holder" else get_section(key))
+    rows = verdicts.thresholds("holder", {"toy_gap": 5e-3, "arm_gap": 0.01, "l1_differentiated_gap": 0.5})
+    assert [r["id"] for r in rows] == ["holder_toy", "holder_arm", "holder_l1", "holder_toy_loose"]
+    assert rows[0]["verdict"] == stats.FAILS and rows[-1]["verdict"] == stats.HOLDS
+    assert "holder_toy_loose: max |w_closed − w_solver| < 0.01" in patched.criteria
+
+
+@pytest.mark.parametrize("section", [s for s in SECTIONS if s.thresholds], ids=lambda s: s.key)
+def test_every_threshold_quantity_is_recorded_by_its_section(section):
+    """A manifest line naming a quantity its section's measure() never records would always read NaN."""
+    source = (REPO_ROOT / "armlib" / "report_sections" / f"{section.key}.py").read_text()
+    recorded = set(re.findall(r'"(\w+)":', source))
+    if section.key == "variance_maps":   # its quantities are analysis.low_variance_boundary_share's keys
+        recorded |= set(re.findall(r'"(\w+)":', (REPO_ROOT / "armlib" / "analysis.py").read_text()))
+    for t in section.thresholds:
+        assert t.quantity in recorded and (not t.reference or t.reference in recorded), t.id
 
 
 def test_every_measured_threshold_claim_is_declared_in_the_manifest():

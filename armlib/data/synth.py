@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -175,6 +176,14 @@ def _default_workers(total: int) -> int:
     return 1 if total < 32 else max(1, min(os.cpu_count() or 1, 8))
 
 
+def _default_signals() -> None:
+    # Forked workers inherit the parent's handlers. Under armlib.experiments.signals_as_interrupts, SIGTERM raises
+    # an exception, so the Pool.terminate() that ends every healthy generation printed a worker's traceback
+    # ("Interrupted: SIGTERM") into `make report`'s log. A worker has nothing to clean up: it may just die.
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def generate(out_dir: str | Path, seed: int, n_train: int, n_val: int, noise: float = DEFAULT_NOISE,
              size: tuple[int, int] = DEFAULT_SIZE, city: str = DEFAULT_CITY, workers: int | None = None) -> dict:
     """Write a synthetic Cityscapes-layout dataset (fine + coarse labels for train and val).
@@ -214,7 +223,7 @@ def generate(out_dir: str | Path, seed: int, n_train: int, n_val: int, noise: fl
                  for split, count in (("train", n_train), ("val", n_val)) for index in range(count)]
         totals = {"train": CoarseStatsAccumulator(), "val": CoarseStatsAccumulator()}
         chunk = max(1, len(tasks) // (8 * workers))
-        with multiprocessing.get_context().Pool(workers) if workers > 1 else _Serial() as pool:
+        with multiprocessing.get_context().Pool(workers, _default_signals) if workers > 1 else _Serial() as pool:
             # Ordered results: the floating-point sums in stats.json then do not depend on scheduling.
             for split, stats in pool.imap(_make_one, tasks, chunksize=chunk):
                 totals[split].merge(stats)

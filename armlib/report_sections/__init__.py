@@ -5,6 +5,7 @@ A section is one entry in the manifest (:data:`armlib.sections.SECTIONS`: headin
 needs, its threshold claims), one module here and one notebook ``notebooks/<key>.ipynb`` that calls the two.
 Tables 1–6 share :mod:`~armlib.report_sections.paper_tables` (their rows and claims are manifest data);
 :mod:`~armlib.report_sections._runs` holds what the figure sections share (the analysed run, its pixels).
-Verdicts are not computed here: a threshold claim's comes from :func:`armlib.verdicts.threshold`, the
-comparisons' from :func:`armlib.verdicts.write` once every section has run.
+Verdicts are not computed here: a section passes the quantities it measured to
+:func:`armlib.verdicts.thresholds`, which applies every threshold line of its manifest entry; the comparisons'
+come from :func:`armlib.verdicts.write` once every section has run.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from armlib import analysis, experiments, sections, stats
+from armlib import analysis, experiments, sections
 from armlib.runs import is_failed, read_record
 from armlib.sections import get_scale
 
@@ -43,11 +43,6 @@ def unusable(run: experiments.Run) -> str | None:
     """Why a finished run has nothing to analyse (a failed status, :func:`armlib.runs.is_failed`), None when "ok"."""
     status = read_record(run.out).get("status", "ok")
     return f"the analysed run ({run.row}, seed {run.seed}) is {status!r}: nothing to analyse" if is_failed(status) else None
-
-
-def not_run(claim: dict, why: str) -> dict:
-    """``claim`` marked not run, with why."""
-    return {**claim, "verdict": stats.NOT_RUN, "note": why}
 
 
 def measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs) -> tuple[pd.DataFrame, str | None]:

@@ -28,7 +28,8 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     q = quadrants.set_index(["label", "loss", "confidence"])["mislabelled_rate"]
     hc = q[("correct", "high loss", "high confidence")]
     lc = q[("correct", "high loss", "low confidence")]
-    claims = stats.threshold_claims_frame([verdicts.threshold("confidence_quadrants", "fig2_divides", hc - lc)])
+    claims = stats.threshold_claims_frame(verdicts.thresholds("confidence_quadrants",
+                                                              {"mislabelled_rate_difference": hc - lc}))
     results.write_section(out_dir, "confidence_quadrants", summary=quadrants, claims=claims)
     return quadrants, claims
 

@@ -25,7 +25,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
             jobs=None) -> tuple[dict, pd.DataFrame]:
     """ARM's W(v) per seed at init and at the end; did it move, does it suppress confident pixels, and does it
     follow the Hölder prediction from the same model's measured loss curve (seeds where it moved only)."""
-    sc = get_scale(scale)
+    sc, section = get_scale(scale), sections.get_section("learned_curve")
     runs = [r for r in experiments.plan("table2", sc, runs_dir, seeds, data_root) if r.row == "norm_l2"]
     experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="learned_curve")
     per_seed, rows, claims = [], [], []
@@ -39,16 +39,12 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
         w0 = np.asarray(record["arm_curve_init"]["w"])
         change = arm.curve_shape_change(w0, w)
         suppression = arm.curve_suppression(w)
-        moved = verdicts.threshold("learned_curve", "curve_moved", change, seed=r.seed)
-        suppresses = verdicts.threshold("learned_curve", "curve_suppresses", suppression, seed=r.seed,
-                                        prerequisite=moved["verdict"] == stats.HOLDS)
-        holder_fit = verdicts.threshold("learned_curve", "curve_holder", math.nan, seed=r.seed,
-                                        prerequisite=moved["verdict"] == stats.HOLDS)
+        has_moved = section.threshold("curve_moved").holds(change)
         corr = math.nan
         predicted = None
         curve = None
         # a curve that never left its initialisation says nothing about where ARM converges
-        if moved["verdict"] == stats.HOLDS:
+        if has_moved:
             px = pixels(r, "train", device, ANALYSIS_IMAGES)
             valid = px["target"] != 255
             curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
@@ -56,13 +52,16 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
             learned_at_bins = np.interp(curve["v_mid"], v, w)
             ok = (curve["count"].to_numpy() >= 100) & np.isfinite(predicted)
             corr = float(np.corrcoef(learned_at_bins[ok], predicted[ok])[0, 1]) if ok.sum() > 2 else math.nan
-            holder_fit = verdicts.threshold("learned_curve", "curve_holder", corr, seed=r.seed)
+        seed_claims = verdicts.thresholds("learned_curve", {"shape_change": change, "suppression": suppression,
+                                                            "holder_correlation": corr}, seed=r.seed)
+        holds = {t.id: c["verdict"] == stats.HOLDS for t, c in zip(section.thresholds, seed_claims)}
+        moved, suppresses = holds["curve_moved"], holds["curve_suppresses"]
         per_seed.append({"seed": r.seed, "v": v, "w": w, "w_init": w0, "curve": curve, "predicted": predicted})
         rows.append({"seed": r.seed, "status": "ok", "W(-1) init": w0[0], "W(0) init": w0[len(w0) // 2],
                      "W(+1) init": w0[-1], "W(-1)": w[0], "W(0)": w[len(w) // 2], "W(+1)": w[-1],
-                     "shape change": change, "suppression": suppression, "moved": moved["verdict"] == stats.HOLDS,
-                     "suppresses": suppresses["verdict"] == stats.HOLDS, "corr with Hölder prediction": corr})
-        claims += [moved, suppresses, holder_fit]
+                     "shape change": change, "suppression": suppression, "moved": moved,
+                     "suppresses": suppresses, "corr with Hölder prediction": corr})
+        claims += seed_claims
     summary = pd.DataFrame(rows)
     claims = stats.threshold_claims_frame(claims)
     results.write_section(out_dir, "learned_curve", summary=summary, claims=claims)

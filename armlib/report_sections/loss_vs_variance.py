@@ -11,16 +11,15 @@ import pandas as pd
 
 from armlib import analysis, results, stats, verdicts
 from armlib.plots import save
-from armlib.report_sections._runs import measured_loss_curve, not_run
+from armlib.report_sections._runs import measured_loss_curve
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",
             runs_dir="runs", jobs=None) -> tuple[pd.DataFrame, list[dict]]:
     """Fig. 5: mean CE per normalised-variance bin on the validation images of the CE-trained model."""
     curve, why = measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
-    rho = analysis.falling_trend(curve)
-    claim = verdicts.threshold("loss_vs_variance", "fig5_falls", rho)
-    claims = stats.threshold_claims_frame([not_run(claim, why) if why else claim])
+    claims = stats.threshold_claims_frame(verdicts.thresholds(
+        "loss_vs_variance", {"spearman_rho": analysis.falling_trend(curve)}, why=why))
     results.write_section(out_dir, "loss_vs_variance", summary=curve, claims=claims)
     return curve, claims
 

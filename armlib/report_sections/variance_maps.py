@@ -25,9 +25,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     share = analysis.low_variance_boundary_share(px["v"], px["target"])
     shares = pd.DataFrame([{"pixels": "lowest 5 % of v", "share on boundaries": share["low_var_on_boundary"]},
                            {"pixels": "all labelled", "share on boundaries": share["all_on_boundary"]}])
-    claims = stats.threshold_claims_frame([verdicts.threshold("variance_maps", "fig4_boundaries",
-                                                              share["low_var_on_boundary"],
-                                                              reference=share["all_on_boundary"])])
+    claims = stats.threshold_claims_frame(verdicts.thresholds("variance_maps", share))
     results.write_section(out_dir, "variance_maps", summary=shares, claims=claims)
     maps = {"image": px["image"][:FIGURE_IMAGES], "v": px["v"][:FIGURE_IMAGES],
             "target": px["target"][:FIGURE_IMAGES], "threshold": share["threshold"], "shares": shares}
