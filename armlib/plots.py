@@ -1,5 +1,5 @@
 """Figures for the notebooks and the report (matplotlib/seaborn). Each function draws what a
-:mod:`armlib.tables` function returned, saves ``<out_dir>/figures/<key>.png`` and returns the figure.
+:mod:`armlib.notebook` function returned, saves ``<out_dir>/figures/<key>.png`` and returns the figure.
 
 Every figure has a title in words (not a section key), is saved at 2× resolution (:data:`DPI`) and shown at 2× in
 a notebook (:func:`sharp_inline_figures`, run on import), and keeps its legend off the data (beside the axes when

@@ -59,7 +59,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
     """
     import papermill
 
-    from armlib import calibration, experiments, report, results, tables, verdicts
+    from armlib import calibration, experiments, notebook, report, results, verdicts
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
@@ -71,7 +71,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
                             desc="training runs", executor=executor, cluster=cluster)
         results.discard_other_scales(out_dir, scale)
         calibration.attach(scale, out_dir)
-        tables.write_training_meta(runs, scale, out_dir)
+        notebook.write_training_meta(runs, scale, out_dir)
         executed = resolve(out_dir) / "executed"
         executed.mkdir(parents=True, exist_ok=True)
         for key in tqdm(keys, desc="notebooks", unit="nb", disable=not progress):

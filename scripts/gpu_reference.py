@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib import calibration, experiments, reproduce, tables, verdicts  # noqa: E402
+from armlib import calibration, experiments, notebook, reproduce, verdicts  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.paths import resolve  # noqa: E402
 from armlib.report_sections import paper_tables  # noqa: E402
@@ -157,7 +157,7 @@ def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out
               "runs_dir": runs_dir, "jobs": jobs}
     sc = get_scale(scale)
     calibration.attach(scale, out_dir)
-    tables.write_training_meta(experiments.plan_sections(keys, sc, runs_dir, None, data_root), scale, out_dir)
+    notebook.write_training_meta(experiments.plan_sections(keys, sc, runs_dir, None, data_root), scale, out_dir)
     for key in keys:
         path = reproduce.notebook_path(key)
         namespace: dict = {"__name__": "__main__"}

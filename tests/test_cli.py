@@ -1,12 +1,11 @@
-"""The command line speaks one dialect and answers at once (issue 21): --help imports no torch, one seed syntax,
-one-line errors naming the nearest valid key, --debug for every command, relative paths from the current folder."""
+"""The command line speaks one dialect and answers at once (issue 21): --help imports no torch nor pandas, one seed
+syntax, one-line errors naming the nearest valid key, --debug for every command, relative paths from the current
+folder."""
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

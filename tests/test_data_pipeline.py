@@ -28,12 +28,7 @@ reference_transform, reference_loader = replaced.reference_transform, replaced.r
 
 # -- fixtures --------------------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def smoke_cfg(data_root, *overrides):

@@ -23,12 +23,7 @@ replaced = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(replaced)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def pair(channels, dilation):

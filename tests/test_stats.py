@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from armlib import stats
-from armlib.sections import EQUIVALENCE, PRIMARY, TABLE_CLAIMS, Claim
+from armlib.sections import EQUIVALENCE, TABLE_CLAIMS, Claim
 
 
 def test_paired_t_matches_a_hand_computation_and_scipy():
@@ -115,26 +115,6 @@ def test_one_seed_is_inconclusive_whatever_the_difference():
     seeds = _seeds("t", {"a": [90.0], "b": [10.0]})
     v = stats.evaluate_claims(seeds, {"t": [Claim("c", "", "a", "b")]}).iloc[0]
     assert v.verdict == "inconclusive" and "one paired seed" in v.note and stats.one_seed_note(1)
-
-
-def test_holm_applies_to_the_primary_family_counted_once():
-    # Two tables repeat one comparison (same experiments): Holm's m counts it once.
-    rows = {"arm": [11, 12.2, 13, 13.8, 15.1], "base": [10, 11, 12, 13, 14]}
-    other = {"x": [10.4, 11.3, 12.2, 13.5, 14.1], "base": [10, 11, 12, 13, 14]}
-    seeds = pd.concat([_seeds("t1", rows), _seeds("t2", rows), _seeds("t3", other)])
-    claims = {"t1": [Claim("a1", "", "arm", "base", family=PRIMARY)],
-              "t2": [Claim("a2", "", "arm", "base", family=PRIMARY)],
-              "t3": [Claim("x", "", "x", "base", family=PRIMARY)]}
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
-    assert v.loc["a1", "comparison"] == v.loc["a2", "comparison"] and v.loc["a1", "tables"] == "t1 t2"
-    expected = stats.holm([v.loc["a1", "p"], v.loc["x", "p"]])
-    assert v.loc["a1", "p_adjusted"] == pytest.approx(expected[0])
-    assert v.loc["x", "p_adjusted"] == pytest.approx(expected[1])
-    assert len(stats.distinct_verdicts(v.reset_index())) == 2
-    # a secondary claim over the same runs is that primary comparison: same family, same Holm p
-    claims["t3"].append(Claim("x2", "", "x", "base"))
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
-    assert v.loc["x2", "family"] == "primary" and v.loc["x2", "p_adjusted"] == v.loc["x", "p_adjusted"]
 
 
 def test_equivalence_claims_use_tost():

@@ -27,13 +27,7 @@ C = 10  # the synthetic scenes' own class set (armlib.data.loading.class_names)
 
 # -- fixtures and stand-ins ------------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP spinning on a busy 2-core machine costs 50×."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.fixture(scope="session")

@@ -156,7 +156,10 @@ def test_a_repeated_comparison_counts_once():
               "t2": [Claim("a2", "", "arm", "base", family=PRIMARY)],
               "t3": [Claim("x", "", "x", "base", family=PRIMARY)]}
     v = stats.evaluate_claims(seeds, claims).set_index("id")
-    assert v.loc["a1", "p_adjusted"] == pytest.approx(stats.holm([v.loc["a1", "p"], v.loc["x", "p"]])[0])
+    assert v.loc["a1", "comparison"] == v.loc["a2", "comparison"] and v.loc["a1", "tables"] == "t1 t2"
+    expected = stats.holm([v.loc["a1", "p"], v.loc["x", "p"]])   # Holm's m counts the repeated comparison once
+    assert v.loc["a1", "p_adjusted"] == v.loc["a2", "p_adjusted"] == pytest.approx(expected[0])
+    assert v.loc["x", "p_adjusted"] == pytest.approx(expected[1])
     assert len(stats.distinct_verdicts(v.reset_index())) == 2
 
 

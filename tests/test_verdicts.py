@@ -28,7 +28,7 @@ def test_a_threshold_claim_holds_exactly_when_its_criterion_is_met():
 
 
 def test_the_criteria_prose_is_generated_from_every_threshold():
-    """The learned curve's Hölder criterion (> 0.5) was a literal in tables.py and missing from the prose."""
+    """The learned curve's Hölder criterion (> 0.5) was a literal in the old tables.py and missing from the prose."""
     criteria = get_section("learned_curve").criteria
     assert "Pearson r moved and > 0.5" in criteria and "max shape change ≥ 0.1" in criteria
     for section in SECTIONS:
