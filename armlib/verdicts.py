@@ -94,7 +94,7 @@ def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None,
     rows: dict[str, dict] = {}
     for t in get_section(key).thresholds:
         value = float(measured.get(t.quantity, math.nan))
-        reference = measured.get(t.reference) if t.reference else None
+        reference = float(measured.get(t.reference, math.nan)) if t.reference else None
         prerequisite = not t.after or rows[t.after]["verdict"] == stats.HOLDS
         row = stats.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
                                     prerequisite and t.holds(value, reference), seed=seed)

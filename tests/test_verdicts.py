@@ -42,6 +42,8 @@ def test_verdicts_threshold_rows():
     assert verdicts.thresholds("loss_vs_variance", {"spearman_rho": 0.2})[0]["verdict"] == stats.FAILS
     (row,) = verdicts.thresholds("variance_maps", {"low_var_on_boundary": 0.6, "all_on_boundary": 0.7})
     assert row["verdict"] == stats.FAILS and "(0.70)" in row["threshold"]
+    (row,) = verdicts.thresholds("variance_maps", {"low_var_on_boundary": 0.6})   # its reference not measured
+    assert row["verdict"] == stats.FAILS and "(nan)" in row["threshold"]
     moved, suppresses, holder_fit = verdicts.thresholds("learned_curve", {"shape_change": 0.05, "suppression": 0.5},
                                                         seed=3)
     assert moved["verdict"] == stats.FAILS and moved["id"] == "curve_moved_s3" and "seed 3" in moved["text"]
