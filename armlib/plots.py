@@ -40,6 +40,15 @@ def legend_beside(ax, **kwargs):
     return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
+def not_run_figure(title: str, why: str):
+    """A figure that says in words why its section measured nothing (e.g. the analysed run diverged)."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"not run: {why}", ha="center", va="center", wrap=True, fontsize=10)
+    ax.set_title(title)
+    return fig
+
+
 def save(fig, out_dir, key: str):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")

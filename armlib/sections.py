@@ -386,6 +386,15 @@ class Section:
     figure: str = ""
     thresholds: tuple[Threshold, ...] = ()
 
+    def __post_init__(self):
+        # verdicts.thresholds evaluates the lines in order: a prerequisite must come before the claims that need it
+        seen: list[str] = []
+        for t in self.thresholds:
+            if t.after and t.after not in seen:
+                raise ValueError(f"section {self.key!r}: threshold {t.id!r} comes after {t.after!r}, which must be "
+                                 f"an earlier threshold of the section; earlier ones: {seen}")
+            seen.append(t.id)
+
     @property
     def criteria(self) -> str:
         """The holds/fails criteria of the section's threshold claims, generated from them ("" without)."""

@@ -104,7 +104,7 @@ def test_analysis_refuses_a_checkpoint_that_is_not_the_records(data_root, tmp_pa
 
 def test_figure_sections_mark_a_failed_base_run_instead_of_crashing(tmp_path):
     from armlib import stats
-    from armlib.report_sections import holder, loss_vs_variance
+    from armlib.report_sections import confidence_quadrants, holder, loss_vs_variance, variance_maps
     from armlib.report_sections._runs import base_run
 
     sc = sx.get_scale("smoke")
@@ -119,6 +119,11 @@ def test_figure_sections_mark_a_failed_base_run_instead_of_crashing(tmp_path):
     verdicts = dict(zip(claims.id, claims.verdict))
     assert verdicts["holder_arm"] == verdicts["holder_l1"] == stats.NOT_RUN
     assert verdicts["holder_toy"] == stats.HOLDS and curve["fits"] == {} and curve["collapsed"] is None
+    for section in (variance_maps, confidence_quadrants):   # Fig. 4 and Fig. 2 refused such a run with an error
+        shown, claims = section.measure(**kwargs)
+        assert claims.verdict.tolist() == [stats.NOT_RUN] and "'diverged'" in claims.note[0]
+        section.plot(shown, kwargs["out_dir"])
+        assert (kwargs["out_dir"] / "figures" / f"{section.__name__.rsplit('.', 1)[1]}.png").stat().st_size
 
 
 # -- 2. every file read is checked where it is read -------------------------------------------------------------

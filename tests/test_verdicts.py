@@ -8,7 +8,7 @@ import pytest
 
 from armlib import stats, verdicts
 from armlib.paths import REPO_ROOT
-from armlib.sections import SECTIONS, Threshold, get_section
+from armlib.sections import SECTIONS, Section, Threshold, get_section
 
 
 def test_a_threshold_claim_holds_exactly_when_its_criterion_is_met():
@@ -73,6 +73,14 @@ def test_a_new_threshold_claim_is_one_manifest_line(monkeypatch):
     assert [r["id"] for r in rows] == ["holder_toy", "holder_arm", "holder_l1", "holder_toy_loose"]
     assert rows[0]["verdict"] == stats.FAILS and rows[-1]["verdict"] == stats.HOLDS
     assert "holder_toy_loose: max |w_closed − w_solver| < 0.01" in patched.criteria
+
+
+def test_a_prerequisite_must_be_an_earlier_threshold_of_its_section():
+    moved = Threshold("moved", "moved", "change", "≥", 0.1, quantity="change")
+    holder_fit = Threshold("fit", "fits", "r", ">", 0.5, quantity="r", after="moved")
+    assert Section("s", "h", "c", thresholds=(moved, holder_fit)).thresholds[1].after == "moved"
+    with pytest.raises(ValueError, match="'fit' comes after 'moved'"):
+        Section("s", "h", "c", thresholds=(holder_fit, moved))
 
 
 @pytest.mark.parametrize("section", [s for s in SECTIONS if s.thresholds], ids=lambda s: s.key)

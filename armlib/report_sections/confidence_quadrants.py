@@ -11,8 +11,8 @@ import pandas as pd
 import seaborn as sns
 
 from armlib import analysis, results, stats, verdicts
-from armlib.plots import save
-from armlib.report_sections._runs import ANALYSIS_IMAGES, base_run, ensure, pixels
+from armlib.plots import not_run_figure, save
+from armlib.report_sections._runs import ANALYSIS_IMAGES, base_run, ensure, pixels, unusable
 from armlib.sections import get_scale
 
 
@@ -22,6 +22,14 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     sc = get_scale(scale)
     run = base_run(sc, runs_dir, seeds, data_root)
     ensure(run, sc, data_root, device, jobs)
+    why = unusable(run)
+    if why:   # a base run that learned nothing: the claim is not run, the page says why
+        quadrants = pd.DataFrame(columns=["label", "loss", "confidence", "count", "share_of_label",
+                                          "mislabelled_rate"])
+        quadrants.attrs["why"] = why   # for plot()
+        claims = stats.threshold_claims_frame(verdicts.thresholds("confidence_quadrants", {}, why=why))
+        results.write_section(out_dir, "confidence_quadrants", summary=quadrants, claims=claims)
+        return quadrants, claims
     px = pixels(run, "train", device, ANALYSIS_IMAGES, with_fine=True)
     both = (px["target"] != 255) & (px["fine"] != 255)
     quadrants = analysis.confidence_quadrants(px["v"][both], px["loss"][both], (px["target"] != px["fine"])[both])
@@ -35,6 +43,9 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
 
 
 def plot(quadrants: pd.DataFrame, out_dir="reports"):
+    if not len(quadrants):
+        return save(not_run_figure("Loss and confidence of training pixels", quadrants.attrs.get("why", "")),
+                    out_dir, "confidence_quadrants")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, label in zip(axes, ("correct", "mislabelled")):
         q = quadrants[quadrants.label == label].pivot(index="loss", columns="confidence", values="share_of_label")

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from armlib import analysis, results, stats, verdicts
-from armlib.plots import rgb, save
-from armlib.report_sections._runs import ANALYSIS_IMAGES, FIGURE_IMAGES, base_run, ensure, pixels
+from armlib.plots import not_run_figure, rgb, save
+from armlib.report_sections._runs import ANALYSIS_IMAGES, FIGURE_IMAGES, base_run, ensure, pixels, unusable
 from armlib.sections import get_scale
 
 
@@ -21,6 +21,12 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     sc = get_scale(scale)
     run = base_run(sc, runs_dir, seeds, data_root)
     ensure(run, sc, data_root, device, jobs)
+    why = unusable(run)
+    if why:   # a base run that learned nothing: the claim is not run, the page says why
+        shares = pd.DataFrame(columns=["pixels", "share on boundaries"])
+        claims = stats.threshold_claims_frame(verdicts.thresholds("variance_maps", {}, why=why))
+        results.write_section(out_dir, "variance_maps", summary=shares, claims=claims)
+        return {"image": [], "why": why, "shares": shares}, claims
     px = pixels(run, "val", device, ANALYSIS_IMAGES)
     share = analysis.low_variance_boundary_share(px["v"], px["target"])
     shares = pd.DataFrame([{"pixels": "lowest 5 % of v", "share on boundaries": share["low_var_on_boundary"]},
@@ -35,6 +41,8 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
 def plot(maps: dict, out_dir="reports"):
     """Fig. 4: low-variance pixels painted green (top) and the intensity 1 − v (bottom)."""
     n = len(maps["image"])
+    if not n:
+        return save(not_run_figure("Where the model is confident", maps["why"]), out_dir, "variance_maps")
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 3.6), squeeze=False)
     for i in range(n):
         image = rgb(maps["image"][i])
