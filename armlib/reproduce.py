@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from armlib import commands
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
 from armlib.config import DEVICES
-from armlib.sections import SCALES, SECTION_KEYS, get_scale
+from armlib.sections import SCALES, SECTION_KEYS, confirmatory_plan, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
@@ -71,6 +71,7 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
                             desc="training runs", executor=executor, cluster=cluster)
         results.discard_other_scales(out_dir, scale)
         calibration.attach(scale, out_dir)
+        results.attach_pilot(confirmatory_plan(sc), out_dir)
         notebook.write_training_meta(runs, scale, out_dir)
         executed = resolve(out_dir) / "executed"
         executed.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from these files alone, so anyone can re-analyse a committed reference without i
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -176,6 +177,43 @@ def read_seed_results(out_dir: str | Path, exclude: str | None = None, scale: st
 
 
 PILOT_DIR = "pilot"   # <out_dir>/pilot/*_seeds.csv: the committed pilot a confirmatory plan was sized on
+
+
+def attach_pilot(plan: dict | None, out_dir: str | Path) -> Path | None:
+    """Copy the committed pilot a scale's confirmatory plan was sized on (``plan["pilot"]["folder"]``) into
+    ``<out_dir>/pilot/``, replacing an older copy, so a report folder holds every seed its pilot stage shows: the
+    pilot's seeds are not retrained by default, and without this copy ``make report`` tested the pilot's primary
+    claims on seed 0 alone. Returns the folder, or None when the plan is None (a scale without a confirmatory
+    plan), in which case a copy left by another scale is removed so that its seeds never join this scale's; the
+    committed pilot itself is never touched.
+
+    Raises:
+        FileNotFoundError: the plan names a pilot folder that does not exist.
+    """
+    target = resolve(out_dir) / PILOT_DIR
+    committed = {resolve(p).resolve() for p in _committed_pilots()}
+    if plan is None:
+        if target.exists() and target.resolve() not in committed:
+            shutil.rmtree(target)
+        return None
+    source = resolve(plan["pilot"]["folder"])
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: the pilot folder the confirmatory plan names is missing; "
+                                "restore it from git")
+    if target.resolve() != source.resolve():
+        staging = target.with_name(f".{PILOT_DIR}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def _committed_pilots() -> list[str]:
+    """The pilot folders every scale's confirmatory plan names (the committed references' own ``pilot/``)."""
+    from armlib.sections import SCALES, confirmatory_plan
+
+    return [plan["pilot"]["folder"] for plan in map(confirmatory_plan, SCALES.values()) if plan is not None]
 
 
 def with_pilot(seeds: pd.DataFrame, out_dir: Path) -> pd.DataFrame:

@@ -11,3 +11,8 @@ git config filter.nbstripout.clean "'$bin/python' -m nbstripout --keep-id"
 git config filter.nbstripout.smudge cat
 git config filter.nbstripout.required true
 git config diff.ipynb.textconv "'$bin/python' -m nbstripout --keep-id -t"
+# A fresh clone's files are "racily clean" (written in the second its index was), so git re-reads each notebook
+# through the filter on every status until the index is rewritten; a dozen nbstripout starts take 25-30 s, longer
+# than armlib.paths.git_revision waits, and every record of a fresh clone's `make report` went unstamped. One
+# refresh now runs the filter once and stores the result.
+git update-index -q --refresh >/dev/null || true

@@ -60,3 +60,32 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         os.umask(old)
     for name in ("a.csv", "b.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_setting_up_the_notebook_filter_leaves_no_notebook_for_status_to_refilter(repo):
+    """The bug this guards: in a fresh clone every `git status` ran nbstripout on each notebook again (racily
+    clean entries), past git_revision's timeout, so a fresh clone's `make report` stamped no record. After the
+    set-up script, status must not need the filter: a filter that fails proves it is not run."""
+    import os
+    import sys
+    import time
+
+    from armlib.paths import REPO_ROOT
+
+    (repo / "notebooks").mkdir()
+    notebook = repo / "notebooks" / "a.ipynb"
+    raw = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n'
+    stripped = subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id"], input=raw, capture_output=True,
+                              text=True, check=True).stdout   # committed as the filter writes it, as in the repo
+    notebook.write_text(stripped)
+    shutil.copy(REPO_ROOT / ".gitattributes", repo / ".gitattributes")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "notebook")
+    past = time.time() - 100   # the stat git stored no longer matches: status must look at the content
+    os.utime(notebook, (past, past))
+    setup = REPO_ROOT / "scripts" / "strip_notebook_outputs.sh"
+    subprocess.run(["sh", str(setup), os.path.dirname(sys.executable)], cwd=repo, check=True, capture_output=True)
+    status = subprocess.run(["git", "-c", "filter.nbstripout.clean=false", "status", "--porcelain", "-uno"], cwd=repo,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout == "", status.stderr
+    assert git_revision(repo) is not None and not git_revision(repo).endswith("+dirty")

@@ -9,7 +9,7 @@ import pytest
 matplotlib.use("Agg")
 
 from armlib import report, results, stats, verdicts  # noqa: E402
-from armlib.sections import SECTIONS  # noqa: E402
+from armlib.sections import SECTIONS, confirmatory_plan, get_scale  # noqa: E402
 
 
 def records(rows: dict[str, list[float]], status: dict | None = None) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def test_claims_recompute_byte_equal_from_the_committed_reference(tmp_path):
 
     committed = REPO_ROOT / "reports" / "quick" / "results"
     shutil.copytree(committed, tmp_path / "results")
-    shutil.copytree(committed.parent / "pilot", tmp_path / "pilot")   # the pilot a confirmatory plan was sized on
+    results.attach_pilot(confirmatory_plan(get_scale("quick")), tmp_path)   # as reproduce does
     (tmp_path / "results" / "claims.csv").unlink()
     claims = verdicts.write(tmp_path)
     assert (tmp_path / "results" / "claims.csv").read_bytes() == (committed / "claims.csv").read_bytes()
@@ -180,3 +180,24 @@ def test_table6_tta_miou_leaves_out_the_unresolved_classes_as_every_table(tmp_pa
                                                    "metrics": {"mIoU": 50.0}}))   # a cache from before the fix
     metrics = paper_tables.tta_metrics(run, get_scale("quick"))
     assert metrics["mIoU"] == pytest.approx(75.0) and metrics["mIoU_all_classes"] == pytest.approx(50.0)
+
+
+def test_reproduce_attaches_the_committed_pilot_and_a_scale_without_a_plan_drops_a_stale_copy(tmp_path):
+    """The bug this guards: `make report` writes to reports/, whose pilot/ nobody filled, so the pilot stage of
+    every primary claim was tested on seed 0 alone ("one paired seed") instead of the committed seeds 0-4."""
+    import filecmp
+
+    from armlib.paths import REPO_ROOT
+
+    committed = REPO_ROOT / "reports" / "quick" / "pilot"
+    copy = results.attach_pilot(confirmatory_plan(get_scale("quick")), tmp_path)
+    assert copy == tmp_path / "pilot"
+    names = sorted(p.name for p in committed.iterdir())
+    assert sorted(p.name for p in copy.iterdir()) == names
+    assert filecmp.cmpfiles(committed, copy, names, shallow=False)[0] == names
+    seeds = results.with_pilot(results.read_seed_results(tmp_path), tmp_path)
+    assert set(seeds[seeds.table == "table5"].seed) == {0, 1, 2, 3, 4}
+    assert results.attach_pilot(confirmatory_plan(get_scale("smoke")), tmp_path) is None
+    assert not copy.exists()   # a smoke report never joins the quick pilot's seeds
+    results.attach_pilot(None, REPO_ROOT / "reports" / "quick")
+    assert committed.is_dir()   # the committed pilot itself is never removed
