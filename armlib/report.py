@@ -635,8 +635,10 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
              + (f"<p class=bad>Not one whole reproduction: {html.escape(partial)}. Verdicts and claims below cover "
                 f"only what ran.</p>" if partial else "")
              + (f"<p class=bad>{html.escape(one_seed)}</p>" if one_seed else "")
-             + "<h2>Every tested comparison</h2>" + _forest(claims, out_dir, plan)
+             # The verdicts come before the figure: at 1280×900 the forest plot alone filled the first screen and
+             # the central claim's verdict sat below it.
              + "<h2>Verdicts, each distinct comparison once</h2>" + _verdict_list(claims, plan, scale)
+             + "<h2>Every tested comparison</h2>" + _forest(claims, out_dir, plan)
              + "<h2>Setup</h2><table>"
              + f"<tr><th>seeds per row</th><td>{_row_seeds(shown, planned)}</td></tr>"
              + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())

@@ -73,7 +73,8 @@ def test_the_first_screen_is_the_forest_plot_and_the_verdicts(tmp_path):
         (tmp_path / "results" / f"meta_{key}.json").write_text(json.dumps({"scale": "quick"}))
     page = report.render(tmp_path).read_text()
     first_table = page.index("<table")
-    assert page.index('alt="forest_verdicts"') < first_table and page.index("Verdicts, each distinct") < first_table
+    # the verdict list first: at 1280×900 the forest plot alone filled the first screen
+    assert page.index("Verdicts, each distinct") < page.index('alt="forest_verdicts"') < first_table
     assert "0–2 (pilot); 5–6 (confirmatory)" in page   # table1 base: pilot and confirmatory seeds apart
     assert "One seed: no test" in page and "Bonferroni α/" in page
     assert "deeplabv3plus_tiny [paper: ResNet101]" in page   # what ran, the paper's role beside it
