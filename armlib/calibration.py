@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -47,7 +46,7 @@ from armlib.experiments import (ClusterOptions, Run, cluster_options, execute, e
 from armlib.metrics import reported_metrics
 from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
-from armlib.paths import REPO_ROOT, atomic_write_text, resolve
+from armlib.paths import REPO_ROOT, atomic_write_text, replace_tree, resolve
 from armlib.sections import ARM_ROW, get_scale, row
 from armlib.stats import minimal_detectable_effect, seeds_needed
 
@@ -205,12 +204,7 @@ def attach(scale_name: str, out_dir: str | Path) -> Path | None:
     source, target = committed_dir(scale_name), resolve(out_dir) / CALIBRATION_DIR
     if not (source / SUMMARY_FILE).exists():
         return None
-    if target.resolve() != source.resolve():
-        staging = target.with_name(f".{CALIBRATION_DIR}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+    replace_tree(source, target)
     return target
 
 

@@ -7,6 +7,7 @@ repository root, not to the current directory, so a notebook in ``notebooks/``, 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -62,6 +63,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """:func:`atomic_write` of ``data``."""
     atomic_write(path, lambda f: f.write(data))
+
+
+def replace_tree(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make ``target`` a copy of the folder ``source``, replacing an older copy: the copy is made beside it under a
+    hidden name and renamed into place, so an interrupted copy never leaves a half folder under ``target``'s name.
+    Nothing happens when both name the same folder.
+
+    Raises:
+        OSError: the copy failed; ``target`` keeps its previous contents.
+    """
+    source, target = Path(source), Path(target)
+    if target.resolve() == source.resolve():
+        return
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from armlib.errors import UsageError
-from armlib.paths import atomic_write_text, resolve
+from armlib.paths import atomic_write_text, replace_tree, resolve
 from armlib.runs import STATUSES, is_failed
 from armlib.stats import SEED_COLUMNS
 
@@ -200,12 +200,7 @@ def attach_pilot(plan: dict | None, out_dir: str | Path) -> Path | None:
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: the pilot folder the confirmatory plan names is missing; "
                                 "restore it from git")
-    if target.resolve() != source.resolve():
-        staging = target.with_name(f".{PILOT_DIR}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+    replace_tree(source, target)
     return target
 
 
