@@ -27,7 +27,8 @@ from armlib.config import TrainConfig, load_config
 from armlib.confidence import normalized_variance
 from armlib.data.loading import build_datasets, class_names, dataset_for, prepare_data
 from armlib.evaluation import evaluate_model
-from armlib.losses import IGNORE_INDEX, cross_entropy_map
+from armlib.losses import IGNORE_INDEX, at_least_float32, cross_entropy_map
+from armlib.models import input_dtype
 from armlib.paths import resolve
 from armlib.errors import UsageError
 from armlib.runs import (CHECKPOINT, FAILED_STATUSES, RECORD, STATUS_OK, file_digest, read_checkpoint,
@@ -209,13 +210,14 @@ def load_run(out_dir: str | os.PathLike, *, model_fn: ModelFn | None = None,
                            "checkpoint")
     cfg = TrainConfig.from_dict(ckpt["config"])
     num_classes = len(class_names(cfg))
-    model = build_model_for(cfg, num_classes, model_fn).to(device)
+    dtype = cfg.float_dtype(device.type)
+    model = build_model_for(cfg, num_classes, model_fn).to(device, dtype)
     model.load_state_dict(ckpt["model"])
     model.eval()
     criterion = build_criterion(cfg)
     weight_fn = None
     if criterion is not None:
-        weight_fn = criterion.weight_fn.to(device)
+        weight_fn = criterion.weight_fn.to(device, dtype)
         weight_fn.load_state_dict(ckpt["arm"])
         weight_fn.eval()
     return model, weight_fn, cfg
@@ -262,8 +264,8 @@ def iterate_predictions(out_dir: str | os.PathLike, split: str = "val", limit: i
     for index in range(count):
         item = dataset[index]
         image = item[0].as_subclass(Tensor).unsqueeze(0)
-        logits = model(image.to(device))
-        logits = (logits["out"] if isinstance(logits, dict) else logits).float().cpu()
+        logits = model(image.to(device, input_dtype(model)))
+        logits = at_least_float32(logits["out"] if isinstance(logits, dict) else logits).cpu()
         fine_mask = item[2].as_subclass(Tensor).unsqueeze(0) if fine else None
         yield image, item[1].as_subclass(Tensor).unsqueeze(0), fine_mask, logits
 

@@ -87,10 +87,12 @@ class ARM(nn.Module):
 
     @torch.no_grad()
     def curve(self, num: int = 101) -> tuple[Tensor, Tensor]:
-        """W sampled on a uniform grid of v ∈ [-1, 1]; returns (v, W(v)), both 1-D float32 on CPU."""
+        """W sampled on a uniform grid of v ∈ [-1, 1]; returns (v, W(v)), both 1-D float32 on CPU (float64 for a
+        float64 ARM)."""
         param = next(self.parameters())
         v = torch.linspace(-1.0, 1.0, num, device=param.device, dtype=param.dtype)
-        return v.cpu().float(), self(v.view(1, 1, 1, -1)).flatten().cpu().float()
+        dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
+        return v.cpu().to(dtype), self(v.view(1, 1, 1, -1)).flatten().cpu().to(dtype)
 
 
 class LinearARM(nn.Module):

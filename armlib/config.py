@@ -115,6 +115,9 @@ class TrainConfig:
     cpu_channels_last: bool = False          # CPU: channels-last memory format (channels_last is CUDA's)
     cpu_fused_sgd: bool = False              # CPU: torch.optim.SGD(fused=True) (CUDA always uses it)
     matmul_resize: bool = False              # upsample the logits to the crop as two matmuls, not F.interpolate
+    # float64 rounding differences between CPUs start nine orders of magnitude below float32's, so a run's numbers
+    # agree across instruction sets, kernel dispatch and threads (the smoke scale sets it: tests/goldens/README.md)
+    cpu_float64: bool = False                # CPU: model, ARM, inputs and evaluation in float64 (slower)
     threads: int | None = None               # torch.set_num_threads; None leaves torch's default
     checkpoint_every: int = 2000             # write a checkpoint every this many iterations (and at the end)
     log_every: int = 50                      # log.csv row / progress-bar update every this many iterations
@@ -173,6 +176,13 @@ class TrainConfig:
             raise ValueError(f"gce_q must be in (0, 1], got {self.gce_q!r}")
         if self.output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {self.output_stride!r}")
+
+    def float_dtype(self, device_type: str):
+        """The torch dtype of the parameters, the images and their augmentation on a device of this type ("cpu",
+        "cuda"): float64 for ``cpu_float64`` on the CPU, else float32 (CUDA's bf16 comes from autocast)."""
+        import torch   # here, not at import: --help stays torch-free
+
+        return torch.float64 if self.cpu_float64 and device_type == "cpu" else torch.float32
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists), the form written to YAML, JSON records and checkpoints."""

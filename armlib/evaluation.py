@@ -16,6 +16,7 @@ Metrics accumulate one :class:`armlib.metrics.ConfusionMatrix` over the dataset,
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -24,7 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from armlib.metrics import ConfusionMatrix
+from armlib.losses import IGNORE_INDEX, at_least_float32
+from armlib.metrics import NOTHING_TO_SCORE, ConfusionMatrix
+from armlib.models import input_dtype
 
 __all__ = ["predict_logits", "predict_probs", "evaluate_model", "default_stride"]
 
@@ -58,7 +61,7 @@ def _slide_logits(model: nn.Module, images: Tensor, window: Sequence[int], strid
             y2 = min(h_idx * h_stride + h_crop, height)
             x2 = min(w_idx * w_stride + w_crop, width)
             y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-            crop = predict_logits(model, images[:, :, y1:y2, x1:x2]).float()
+            crop = at_least_float32(predict_logits(model, images[:, :, y1:y2, x1:x2]))
             if logits is None:
                 logits = crop.new_zeros(images.shape[0], crop.shape[1], height, width)
                 count = crop.new_zeros(1, 1, height, width)
@@ -72,7 +75,7 @@ def _slide_logits(model: nn.Module, images: Tensor, window: Sequence[int], strid
 def _view_logits(model: nn.Module, images: Tensor, window: Sequence[int] | None,
                  stride: Sequence[int] | None) -> Tensor:
     if window is None:
-        return predict_logits(model, images).float()
+        return at_least_float32(predict_logits(model, images))
     return _slide_logits(model, images, window, stride or default_stride(window))
 
 
@@ -90,10 +93,10 @@ def predict_probs(model: nn.Module, images: Tensor, scales: Iterable[float] = (1
         flip: also infer each scale horizontally flipped.
         window: sliding-window crop (H, W), or None for whole-image inference.
         stride: sliding-window stride (H, W); default :func:`default_stride`.
-        amp: bf16 autocast (CUDA only); probabilities are float32 either way.
+        amp: bf16 autocast (CUDA only); probabilities are float32 either way (float64 for a float64 model).
 
     Returns:
-        N×C×H×W float32 probabilities at the input size.
+        N×C×H×W float32 (or float64) probabilities at the input size.
     """
     model = _unwrap(model)
     height, width = images.shape[-2:]
@@ -109,8 +112,8 @@ def predict_probs(model: nn.Module, images: Tensor, scales: Iterable[float] = (1
             with autocast:
                 logits = _view_logits(model, view, window, stride)
             if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-            probs = torch.softmax(logits.float(), dim=1)
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            probs = torch.softmax(logits, dim=1)
             probs = probs.flip(-1) if flipped else probs
             total = probs if total is None else total + probs
             views += 1
@@ -144,7 +147,7 @@ def evaluate_model(model: nn.Module, data: Dataset | DataLoader, num_classes: in
     Returns:
         ``ConfusionMatrix.compute()`` of all ranks together: {"aAcc", "mAcc", "mIoU", "IoU", "Acc", "pixels",
         "status"}; ``status`` is ``armlib.metrics.NOTHING_TO_SCORE`` when no pixel was labelled (the metrics are
-        then NaN, which alone a diverged model would also give).
+        then NaN, which alone a diverged model would also give), and a ``RuntimeWarning`` says so.
     """
     model = _unwrap(model)
     if device is None:
@@ -152,6 +155,7 @@ def evaluate_model(model: nn.Module, data: Dataset | DataLoader, num_classes: in
     loader = data if isinstance(data, DataLoader) else DataLoader(
         _shard(data), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     cm = ConfusionMatrix(num_classes, device=device)
+    images_seen = 0
     was_training = model.training
     model.eval()
     try:
@@ -161,11 +165,18 @@ def evaluate_model(model: nn.Module, data: Dataset | DataLoader, num_classes: in
             batches = tqdm(loader, desc="eval", leave=False)
         for batch in batches:
             images, masks = batch[0], batch[1]
-            images = images.as_subclass(Tensor).to(device, non_blocking=True)
+            images = images.as_subclass(Tensor).to(device, input_dtype(model), non_blocking=True)
             masks = masks.as_subclass(Tensor).to(device, non_blocking=True)
             probs = predict_probs(model, images, scales, flip, window, stride, amp)
             cm.update(probs.argmax(1), masks)
+            images_seen += images.shape[0]
     finally:
         model.train(was_training)
     cm.reduce_from_all_processes()
-    return cm.compute()
+    scores = cm.compute()
+    if scores["status"] == NOTHING_TO_SCORE:
+        what = ("no image" if images_seen == 0
+                else f"{images_seen} image(s) here, every label pixel {IGNORE_INDEX} (ignored)")
+        warnings.warn(f"evaluate_model: nothing to score in the data ({what}), so aAcc, mAcc and mIoU are NaN; "
+                      "expected labelled pixels of the evaluated classes", RuntimeWarning, stacklevel=2)
+    return scores

@@ -42,7 +42,7 @@ TRAINING_CODE_VERSION = 2
 # committed run (and its checkpoint) valid; set to anything else it enters the key like any other field.
 # tests/test_gpu_session.py checks that every committed gpu record still maps to its folder's key.
 OPT_IN_FIELDS: dict[str, object] = {"plan": "", "data_on_device": False, "cpu_channels_last": False,
-                                     "cpu_fused_sgd": False, "matmul_resize": False}
+                                     "cpu_fused_sgd": False, "matmul_resize": False, "cpu_float64": False}
 
 # -- run statuses --------------------------------------------------------------------------------------------
 # A run either learned something ("ok") or ended with one of the FAILED statuses (status: why). A failed run is a

@@ -64,6 +64,7 @@ from armlib.data import loading
 from armlib.data.loading import ResumableSampler, batches, build_datasets, class_names, prepare_data
 from armlib.evaluation import evaluate_model
 from armlib.metrics import reported_metrics, resolved_mask
+from armlib.models import input_dtype
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.errors import UsageError
 from armlib.losses import IGNORE_INDEX
@@ -195,7 +196,7 @@ def check_state(cfg: TrainConfig, state: TrainState, data: TrainData, out_dir: P
     with torch.no_grad():   # eval mode: no statistics updated, no random number drawn; the run is unchanged
         was_training = model.training
         model.eval()
-        out = model(torch.zeros(1, 3, *cfg.crop_size, device=device))
+        out = model(torch.zeros(1, 3, *cfg.crop_size, device=device, dtype=input_dtype(model)))
         model.train(was_training)
     outputs = (out["out"] if isinstance(out, dict) else out).shape[1]
     if outputs != data.num_classes:
@@ -259,10 +260,11 @@ def build_state(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None, ra
     """Model from ``seed``, ARM from ``seed + 1`` (:func:`build_criterion`), then the training stream from
     ``seed + 2 + rank``; one SGD optimiser for both (ARM's group maximises) and the paper's lr schedule."""
     seed_all(cfg.seed)
-    model = build_model_for(cfg, num_classes, model_fn).to(device)
+    dtype = cfg.float_dtype(device.type)
+    model = build_model_for(cfg, num_classes, model_fn).to(device, dtype)
     criterion = build_criterion(cfg)
     if criterion is not None:
-        criterion.weight_fn.to(device)
+        criterion.weight_fn.to(device, dtype)
     torch.manual_seed(cfg.seed + 2 + ranks.rank)
     if _channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
@@ -306,7 +308,9 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
     stopped_at = None
     try:
         for it in range(start_it, total):
-            images, target = (t.to(device, non_blocking=True) for t in next(stream))
+            images, target = next(stream)
+            images = images.to(device, input_dtype(net), non_blocking=True)
+            target = target.to(device, non_blocking=True)
             if _channels_last(cfg, device):
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = state.optimizer.param_groups[0]["lr"]  # the lr of this step (logged)

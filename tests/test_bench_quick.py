@@ -24,7 +24,8 @@ def test_a_smoke_run_writes_json_and_its_markdown_block(tmp_path):
     threads = torch.get_num_threads()
     result, path = bench.run(["--config", str(ROOT / "configs" / "smoke.yaml"), "--rounds", "2", "--warmup", "1",
                               "--matmul-size", "64", "--results-dir", str(tmp_path / "results"),
-                              "--markdown", str(md), f"data_root={tmp_path / 'data'}"])
+                              "--markdown", str(md), f"data_root={tmp_path / 'data'}",
+                              "cpu_float64=false"])   # the quick scale's float32 step, at smoke size
     assert torch.get_num_threads() == threads                      # the session's threads are restored
     assert json.loads(path.read_text()) == result and path.name.startswith("quick-cpu-")
     assert result["before_after_identical"]                          # the replaced paths compute the same numbers

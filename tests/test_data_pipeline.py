@@ -32,9 +32,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def smoke_cfg(data_root, *overrides):
+    # float32: the uint8 pipeline of the quick scale's committed runs, which the replaced paths reproduce
     return load_config(CONFIG_DIR / "smoke.yaml", [
         f"data_root={data_root}", "iterations=50", "checkpoint_every=25", "threads=1", "num_workers=0",
-        "device=cpu", "quiet=true", *overrides])
+        "device=cpu", "quiet=true", "cpu_float64=false", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
-"""tests/goldens/measure_spread.py: how far another run (or another machine's results) lies from the goldens."""
+"""tests/goldens/measure_spread.py: each variant's settings reach the reproduction it runs."""
 import importlib.util
+import sys
 from pathlib import Path
-
-import pandas as pd
-import pytest
 
 SCRIPT = Path(__file__).parent / "goldens" / "measure_spread.py"
 spec = importlib.util.spec_from_file_location("measure_spread", SCRIPT)
@@ -11,22 +9,30 @@ measure_spread = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(measure_spread)
 
 
-def test_another_machines_older_results_are_compared_on_the_columns_both_have(tmp_path):
-    golden, older = tmp_path / "golden", tmp_path / "older"
-    golden.mkdir(), older.mkdir()
-    pd.DataFrame({"row": ["a", "b"], "miou": [10.0, 20.0], "p_adjusted": [0.1, 0.2]}).to_csv(golden / "t.csv",
-                                                                                          index=False)
-    pd.DataFrame({"row": ["a", "b"], "miou": [10.5, 18.0], "p_holm": [0.3, 0.4]}).to_csv(older / "t.csv", index=False)
-    found, undefined = measure_spread.spread(golden, older, common_columns=True)
-    assert found == {"t.csv": {"miou": 2.0}} and not undefined
-    with pytest.raises(SystemExit, match="columns"):
-        measure_spread.spread(golden, older)
+def test_a_threads_variant_reaches_every_training_run_of_the_smoke_scale(monkeypatch):
+    import armlib.cli
+    from armlib import sections
+
+    seen = {}
+
+    def fake_main(argv):
+        seen["threads"], seen["argv"] = sections.SCALES["smoke"].threads, argv
+        return 0
+
+    monkeypatch.setattr(armlib.cli, "main", fake_main)
+    monkeypatch.setattr(sections, "SCALES", dict(sections.SCALES))   # the snippet replaces the smoke entry
+    monkeypatch.setattr(sys, "argv", ["-c", "2", "reproduce", "--scale", "smoke"])
+    try:
+        exec(measure_spread.REPRODUCE_WITH_THREADS, {})
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert seen == {"threads": 2, "argv": ["reproduce", "--scale", "smoke"]}
 
 
-def test_results_with_other_rows_are_refused_not_compared(tmp_path):
-    golden, older = tmp_path / "golden", tmp_path / "older"
-    golden.mkdir(), older.mkdir()
-    pd.DataFrame({"miou": [10.0, 20.0]}).to_csv(golden / "t.csv", index=False)
-    pd.DataFrame({"miou": [10.0]}).to_csv(older / "t.csv", index=False)
-    with pytest.raises(SystemExit, match="not a tolerance question"):
-        measure_spread.spread(golden, older, common_columns=True)
+def test_environment_settings_and_threads_are_split(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(measure_spread.subprocess, "run", lambda cmd, env, cwd, check: calls.append((cmd, env)))
+    measure_spread.run_variant(["ATEN_CPU_CAPABILITY=default", "threads=2"], tmp_path)
+    (cmd, env), = calls
+    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["OMP_NUM_THREADS"] == "2" and "threads" not in env
+    assert cmd[3] == "2" and cmd[4:7] == ["reproduce", "--scale", "smoke"]

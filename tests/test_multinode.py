@@ -138,6 +138,23 @@ def record(out: Path) -> dict:
     return json.loads((out / RECORD).read_text())
 
 
+def test_the_slurm_script_takes_the_first_host_of_a_long_node_list(tmp_path):
+    """``scontrol … | head -n 1`` under pipefail ended the job with 141 (SIGPIPE) whenever scontrol was still
+    writing when head exited: once in make test on a busy 2-core machine, and always for a long node list."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "scontrol").write_text("#!/bin/sh\necho 10.0.0.1\nseq 200000\n")
+    (shims / "srun").write_text('#!/bin/sh\necho "MASTER_ADDR=$MASTER_ADDR NNODES=$NNODES"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    env = env_for(PATH=f"{shims}:{os.environ['PATH']}", SLURM_JOB_NODELIST="node[0-9999]", SLURM_NNODES=10000,
+                  SLURM_JOB_ID=1, SLURM_SUBMIT_DIR=REPO_ROOT)
+    done = subprocess.run(["bash", str(SBATCH), "configs/smoke.yaml", str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "MASTER_ADDR=10.0.0.1 NNODES=10000"
+
+
 def test_two_nodes_equal_one_node_and_resume_after_a_killed_node(tmp_path, launchers):
     data_root = tmp_path / "data"
     args = overrides(data_root)

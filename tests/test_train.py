@@ -209,11 +209,14 @@ def test_short_run_learns_and_writes_its_record(data_root, tmp_path):
     # reload for analysis
     model, weight_fn, loaded = load_run(tmp_path / "run")
     assert loaded == cfg and not model.training
-    assert torch.allclose(weight_fn.curve()[1], torch.tensor(on_disk["arm_curve"]["w"]))
+    # the smoke scale trains in float64 (cpu_float64): parameters, ARM, its curve and the logits stay float64
+    assert cfg.cpu_float64 and all(p.dtype == torch.float64 for p in (*model.parameters(), *weight_fn.parameters()))
+    assert torch.allclose(weight_fn.curve()[1], torch.tensor(on_disk["arm_curve"]["w"], dtype=torch.float64))
     assert evaluate_run(tmp_path / "run")["mIoU"] == pytest.approx(on_disk["metrics"]["mIoU"], abs=1e-9)
     image, target, fine, logits = next(iterate_predictions(tmp_path / "run", split="train", with_fine=True,
                                                            device="cpu"))
     assert logits.shape == (1, C, *target.shape[1:]) and fine.shape == target.shape
+    assert logits.dtype == torch.float64
 
 
 def test_same_seed_same_run_and_resume_is_bit_identical(data_root, tmp_path, monkeypatch):
@@ -271,13 +274,13 @@ def test_isolated_arm_run_trains_the_model_as_plain_ce(data_root, tmp_path):
     train(cfg, tmp_path / "ce")
     train(cfg.replace(reweight="arm", isolated_fraction=1.0), tmp_path / "iso")
     ce, iso = (torch.load(tmp_path / d / CHECKPOINT, weights_only=True) for d in ("ce", "iso"))
-    # Float32 rounding through 4 steps: the parameters' relative L2 distance, measured 6.1e-7 on an Intel Xeon
-    # (AVX-512) and 9.1e-8 there under ONEDNN_MAX_CPU_ISA=AVX2; an absolute 1e-5 per weight had held on AMD EPYC
-    # only (near-zero BatchNorm biases differ by 1e-6 in absolute terms, 1e-3 relative to themselves). At 4 steps ARM's curve is still flat, so a
-    # joint ARM run is about as close to CE: the gradient-level test below is the one that tells the phases apart.
+    # Rounding through 4 float64 steps (the smoke scale's cpu_float64): the parameters' relative L2 distance,
+    # measured 7.5e-17 on an AMD EPYC (AVX-512 and ONEDNN_MAX_CPU_ISA=AVX2) and 1.2e-16 under
+    # ATEN_CPU_CAPABILITY=default; in float32 it had been 6.1e-7 on an Intel Xeon. At 4 steps ARM's curve is still
+    # flat, so a joint ARM run is about as close to CE: the gradient-level test below tells the phases apart.
     keys = [k for k, w in ce["model"].items() if w.is_floating_point()]
     flat = lambda run: torch.cat([run["model"][k].double().flatten() for k in keys])  # noqa: E731
-    assert ((flat(ce) - flat(iso)).norm() / flat(ce).norm()).item() < 1e-5
+    assert ((flat(ce) - flat(iso)).norm() / flat(ce).norm()).item() < 1e-9
     initial = build_criterion(cfg.replace(reweight="arm")).weight_fn.state_dict()
     assert any(not torch.equal(initial[k], iso["arm"][k]) for k in initial)
 
@@ -389,8 +392,9 @@ def test_a_seed_pairs_two_rows_init_data_order_and_augmentation(data_root, tmp_p
     c = {k: v for k, v in model_state(tmp_path / "other").items() if k.startswith("model.")}
     other = max(float((a[k].double() - c[k].double()).abs().max()) for k in a)
     # The two rows compute the same mean loss by different kernels (F.cross_entropy vs ARM's fused CE), so they
-    # round differently, and 6 SGD steps amplify that by an amount that depends on the CPU's instruction set:
-    # measured max |Δweight| 2e-6 with AVX-512 and 7.5e-4 with ONEDNN_MAX_CPU_ISA=AVX2, against 2.75 for another
-    # seed (2026-11-30, AMD EPYC). An absolute bound is therefore a statement about one CPU; what must hold
-    # everywhere is that pairing by seed leaves the rows orders of magnitude closer than another seed does.
-    assert same < 0.01 * other, (same, other)
+    # round differently, and 6 SGD steps amplify that. In float64 (the smoke scale's cpu_float64): max |Δweight|
+    # 1.8e-15 against 2.57 for another seed, the same under ATEN_CPU_CAPABILITY=default and
+    # ONEDNN_MAX_CPU_ISA=AVX2 (2026-12-07, AMD EPYC); in float32 it had been 2e-6 to 7.5e-4 by instruction set.
+    # What must hold everywhere is that pairing by seed leaves the rows orders of magnitude closer than another
+    # seed does.
+    assert same < 1e-6 * other, (same, other)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from armlib.data.folder import check_image_mode
 from armlib.errors import UsageError, check_device, check_out_folder
 
 __all__ = ["check_dataset", "check_val_set"]
@@ -66,8 +67,13 @@ def check_val_set(dataset, name: str = "the val set") -> int:
         try:
             with Image.open(image_path) as img:  # reads the header, not the pixels
                 width, height = img.size
+                mode = img.mode
         except (OSError, SyntaxError, ValueError) as exc:
             raise UsageError(f"{name}: {image_path}: cannot read image ({exc})") from exc
+        try:
+            check_image_mode(mode, image_path)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
         for k, path in enumerate([label_path] + [paths[index] for paths in extras]):
             try:
                 mask = base.decode_label(Path(path), (height, width))

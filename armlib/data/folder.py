@@ -26,6 +26,33 @@ from torchvision import tv_tensors
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
+# PIL modes whose channels are 8-bit: PIL's own convert("RGB") maps them exactly (alpha is dropped, a palette
+# looked up, 1-bit black/white scaled to 0/255). 16-bit colour PNGs open as RGB/RGBA already (PIL keeps the high
+# byte); 16-bit grayscale opens as I;16*, which convert("RGB") clips at 255 (99.6 % of a typical image's pixels),
+# so it is scaled here. 32-bit I and F carry no fixed range (0..1? 0..65535?): refused rather than guessed.
+EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def check_image_mode(mode: str, path: Path) -> None:
+    """``ValueError`` naming ``path`` and its PIL ``mode`` unless :func:`to_rgb8` converts that mode exactly."""
+    if mode not in EIGHT_BIT_MODES + SIXTEEN_BIT_GRAY_MODES:
+        raise ValueError(f"{path}: image mode {mode!r} has no fixed 8- or 16-bit range, so its colours cannot be "
+                         "converted without a guess; expected an 8-bit (or 16-bit grayscale) image: convert it to "
+                         "8-bit RGB first")
+
+
+def to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
+    """A decoded PIL image as the 8-bit RGB the model sees: H×W×3 uint8 (a writable copy). 16-bit grayscale is
+    scaled by 255/65535 and rounded to nearest; other modes as :data:`EIGHT_BIT_MODES` says.
+    ``ValueError`` naming ``path`` for a mode :func:`check_image_mode` refuses."""
+    check_image_mode(img.mode, path)
+    if img.mode in SIXTEEN_BIT_GRAY_MODES:
+        wide = np.asarray(img, dtype=np.uint32)
+        gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)   # round(v · 255 / 65535), exact in integers
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.array(img.convert("RGB"))
+
 
 class PairedSegmentationDataset(Dataset):
     """Base of :class:`~armlib.data.Cityscapes` and :class:`~armlib.data.ADE20K`.
@@ -85,12 +112,14 @@ class PairedSegmentationDataset(Dataset):
 
     @staticmethod
     def read_image(path: Path) -> np.ndarray:
-        """Decode an RGB image file; H×W×3 uint8. ``ValueError`` naming the file if it cannot be decoded."""
+        """Decode an image file as 8-bit RGB (:func:`to_rgb8`); H×W×3 uint8. ``ValueError`` naming the file if
+        it cannot be decoded or its mode has no exact conversion."""
         try:
             with Image.open(path) as img:
+                check_image_mode(img.mode, path)   # before decoding the pixels
                 img.load()  # PIL decodes lazily: force it here so truncation is caught at this file
-                return np.array(img.convert("RGB"))  # a writable copy: torch.from_numpy shares it
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+                return to_rgb8(img, path)  # a writable copy: torch.from_numpy shares it
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
             raise ValueError(f"{path}: cannot decode image ({exc}); expected a readable RGB image file") from exc
 
     @staticmethod

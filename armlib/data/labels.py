@@ -122,8 +122,9 @@ def rasterise_polygons(polygons: Mapping | str | Path, encoding: str = "ids",
     ``polygons`` is a path, JSON text or the parsed dict ``{imgHeight, imgWidth, objects: [{label, polygon}]}``.
     ``encoding`` is ``"ids"`` (mode L, label ids), ``"trainIds"`` (mode L) or ``"color"`` (RGBA, the
     official ``*_color.png``). Objects are filled in list order, later over earlier, background
-    'unlabeled', exactly as ``json2labelImg`` does, except that an object with fewer than 2 points (which
-    the official code crashes on) is skipped with a warning. Raises ``ValueError`` naming ``source`` (default: the
+    'unlabeled', exactly as ``json2labelImg`` does (objects marked ``deleted`` are skipped, whatever their
+    label), except that an object with fewer than 2 points (which the official code crashes on) is skipped with
+    a warning. Raises ``ValueError`` naming ``source`` (default: the
     path) on unreadable JSON, a missing field, or a label name not in the official table.
     """
     if encoding not in ("ids", "trainIds", "color"):
@@ -152,17 +153,20 @@ def rasterise_polygons(polygons: Mapping | str | Path, encoding: str = "ids",
                          f"(expected JSON with imgHeight, imgWidth, objects[{{label, polygon}}]): {exc}") from exc
     if height <= 0 or width <= 0:
         raise ValueError(f"{source}: imgHeight/imgWidth must be positive, got {height}x{width}")
-    unknown = sorted({name for name in names if _official_label_name(name) is None})
+    # createLabelImage skips an object marked deleted before it looks its label up, so neither its label nor its
+    # points can stop the file; only the objects it draws are checked.
+    drawn = [(obj, name) for obj, name in zip(objects, names) if not obj.get("deleted", 0)]
+    unknown = sorted({name for _, name in drawn if _official_label_name(name) is None})
     if unknown:
         raise ValueError(f"{source}: labels {unknown} are not in the official Cityscapes table")
     # PIL cannot draw fewer than 2 points: the official createLabelImage (cityscapesscripts 2.3.0) then prints
     # "Failed to draw polygon" and re-raises PIL's TypeError, naming no file. Such an object covers no pixel,
     # so it is dropped with a warning; 2 points the official code draws as a line, and so do we.
-    empty = [name for obj, name in zip(objects, names) if len(obj["polygon"]) < 2]
+    empty = [name for obj, name in drawn if len(obj["polygon"]) < 2]
     if empty:
         warnings.warn(f"{source}: skipped {len(empty)} object(s) with fewer than 2 polygon points "
                       f"({', '.join(sorted(set(empty)))}): nothing to draw", stacklevel=2)
-        data["objects"] = [obj for obj in objects if len(obj["polygon"]) >= 2]
+        data["objects"] = [obj for obj in objects if len(obj["polygon"]) >= 2 or obj.get("deleted", 0)]
         text = json.dumps(data)
     annotation = Annotation()
     annotation.fromJsonText(text)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms.v2.functional import to_dtype_image
 
 from armlib.config import TrainConfig
 from armlib.data.transforms import TrainAugmentation, normalize
@@ -105,12 +106,18 @@ class AugmentedDataset(Dataset):
         seed: the run's seed.
         device: where the decoded set is held and augmented (None: the CPU). Another device needs the decoded
             set to fit in :data:`DECODE_ONCE_MAX_BYTES`; ``ValueError`` says so otherwise.
+        dtype: None (the images as decoded, uint8) or a float dtype: the images are scaled to [0, 1] in it once,
+            at decoding, and augmented in it. Why float64 exists: torch resizes and colour-jitters uint8 images
+            with AVX2 kernels of their own, which round to other integers than its scalar ones
+            (``ATEN_CPU_CAPABILITY=default``, CPUs without AVX2), so a uint8 pipeline feeds such a CPU other
+            pixels; in float64 the kernels differ only in the last bits (tests/goldens/README.md).
 
-    Items: (image uint8 3×h×w, mask uint8 h×w) on ``device``; :func:`collate_normalized` makes a batch.
+    Items: (image 3×h×w in ``dtype``, mask uint8 h×w) on ``device``; :func:`collate_normalized` makes a batch.
     """
 
-    def __init__(self, base: Dataset, augment: Callable, seed: int, device: torch.device | str | None = None):
-        self.base, self.augment, self.seed = base, augment, seed
+    def __init__(self, base: Dataset, augment: Callable, seed: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None):
+        self.base, self.augment, self.seed, self.dtype = base, augment, seed, dtype
         self.device = torch.device(device if device is not None else "cpu")
         self.decoded: list[tuple[Tensor, Tensor]] | None = None
         per_item = sum(t.numel() * t.element_size() for t in self._decode(0)) if len(base) else 0
@@ -126,8 +133,10 @@ class AugmentedDataset(Dataset):
         image, mask = self.base[index][:2]
         # uint8 holds every label (0..254, 255 = ignore) in an eighth of int64's memory; nearest resizing,
         # padding, cropping and flipping move values without computing on them, so the dtype changes nothing.
-        return (image.as_subclass(Tensor).to(self.device),
-                mask.as_subclass(Tensor).to(self.device, torch.uint8))
+        image = image.as_subclass(Tensor).to(self.device)
+        if self.dtype is not None:
+            image = to_dtype_image(image, self.dtype, scale=True)
+        return image, mask.as_subclass(Tensor).to(self.device, torch.uint8)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -140,7 +149,8 @@ class AugmentedDataset(Dataset):
 
 
 def collate_normalized(items: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """[(image uint8 3×h×w, mask h×w)] → (images float32 N×3×h×w ImageNet-normalised, masks int64 N×h×w)."""
+    """[(image uint8 3×h×w, mask h×w)] → (images float32 N×3×h×w ImageNet-normalised, masks int64 N×h×w);
+    float images in [0, 1] keep their dtype (:func:`armlib.data.transforms.normalize`)."""
     images, masks = zip(*items)
     return normalize(torch.stack(images)), torch.stack(masks).to(torch.int64)
 
@@ -171,11 +181,13 @@ class ResumableSampler(DistributedSampler):
 def training_loader(cfg: TrainConfig, base: Dataset, world: int, rank: int, device: torch.device
                     ) -> tuple[ResumableSampler, DataLoader]:
     """The sampler and loader of rank ``rank`` of ``world``: batches of ``cfg.batch_size / world`` augmented
-    images (float32, normalised) and labels (int64), on ``device`` when ``cfg.data_on_device`` (CUDA: the
+    images (float32, normalised; float64 augmented in float64 for ``cpu_float64``) and labels (int64), on ``device`` when ``cfg.data_on_device`` (CUDA: the
     decoded set is held there and augmented there, in the loop's process), on the CPU otherwise."""
     on_device = cfg.data_on_device and device.type != "cpu"
+    held = device if on_device else torch.device("cpu")
+    float64 = cfg.float_dtype(held.type) == torch.float64   # else the uint8 pipeline every committed run used
     dataset = AugmentedDataset(base, TrainAugmentation(cfg.crop_size, cfg.scale_range), cfg.seed,
-                               device=device if on_device else None)
+                               device=held, dtype=torch.float64 if float64 else None)
     sampler = ResumableSampler(dataset, world, rank, cfg.seed)
     workers = 0 if on_device else cfg.num_workers   # device tensors cannot be handed to worker processes
     loader = DataLoader(dataset, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=workers,

@@ -32,7 +32,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["TrainAugmentation", "normalize", "train_transform", "eval_transform", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["TrainAugmentation", "adjust_hue_float64", "normalize", "train_transform", "eval_transform", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,7 +46,7 @@ def _plain(t: Tensor) -> Tensor:
 
 
 class TrainAugmentation:
-    """Random scale → random crop (padding) → horizontal flip → colour jitter; images stay uint8.
+    """Random scale → random crop (padding) → horizontal flip → colour jitter; images keep their dtype.
 
     Args:
         crop_size: ``(H, W)`` of the output; smaller inputs are padded (image with 0, masks with 255).
@@ -56,8 +56,10 @@ class TrainAugmentation:
         hflip: probability of a horizontal flip.
         color_jitter: ``(brightness, contrast, saturation, hue)`` in ``v2.ColorJitter``'s units, or None.
 
-    Call: ``augment(image, *masks, generator=None)`` with image uint8 3×H×W and masks H×W (any integer dtype,
-    255 = ignore), all on one device; returns ``(image uint8 3×h×w, *masks h×w)`` in the input dtypes.
+    Call: ``augment(image, *masks, generator=None)`` with image uint8 3×H×W (or float in [0, 1]) and masks H×W
+    (any integer dtype, 255 = ignore), all on one device; returns ``(image 3×h×w, *masks h×w)`` in the input
+    dtypes. A float image's jitter factors are drawn in float64 from the same random numbers
+    (:func:`_uniform_float64`), so they are the same on every CPU.
     Raises ``ValueError`` for a bad argument (naming it).
     """
 
@@ -113,10 +115,10 @@ class TrainAugmentation:
 
         if self.jitter_ranges is not None:
             order = torch.randperm(4, generator=generator).tolist()
-            factors = [None if r is None else float(torch.empty(1).uniform_(r[0], r[1], generator=generator).item())
-                       for r in self.jitter_ranges]
+            draw = _uniform_float64 if image.is_floating_point() else _uniform_as_v2
+            factors = [None if r is None else draw(r[0], r[1], generator) for r in self.jitter_ranges]
             kernels = (F.adjust_brightness_image, F.adjust_contrast_image, F.adjust_saturation_image,
-                       F.adjust_hue_image)
+                       adjust_hue_float64 if image.dtype == torch.float64 else F.adjust_hue_image)
             for index in order:
                 if factors[index] is not None:
                     image = kernels[index](image, factors[index])
@@ -127,14 +129,49 @@ class TrainAugmentation:
                 f"hflip={self.hflip}, jitter_ranges={self.jitter_ranges})")
 
 
+def adjust_hue_float64(image: Tensor, hue_factor: float) -> Tensor:
+    """``v2.functional.adjust_hue_image`` for a float64 image (3×H×W in [0, 1], ``hue_factor`` in [−0.5, 0.5]),
+    computed in float64.
+
+    Why by hand: torchvision's kernel converts every image to float32 first, where torch's AVX2 and scalar
+    kernels round apart (measured: 6e-8 under ``ATEN_CPU_CAPABILITY=default``); this is its own sequence of
+    steps (its private RGB↔HSV helpers, the same shift) without that cast, so float32 input gives its numbers
+    bit for bit (tests/test_data_transforms.py)."""
+    from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+
+    if not -0.5 <= hue_factor <= 0.5:
+        raise ValueError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}")
+    h, s, v = _rgb_to_hsv(image).unbind(dim=-3)
+    h = h.add(hue_factor).remainder_(1.0)
+    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+
+
+def _uniform_as_v2(low: float, high: float, generator: torch.Generator | None) -> float:
+    """A jitter factor as ``v2.ColorJitter`` draws it: float32 ``uniform_(low, high)``."""
+    return float(torch.empty(1).uniform_(low, high, generator=generator).item())
+
+
+def _uniform_float64(low: float, high: float, generator: torch.Generator | None) -> float:
+    """The same draw from the generator (one float32 ``rand``, as ``uniform_`` consumes it), scaled in float64.
+
+    Why: ``uniform_`` computes ``low + (high - low) · u`` in float32 inside a kernel compiled per instruction set,
+    and its AVX2 build fuses the multiply-add: measured, hue factors one float32 ulp apart under
+    ``ATEN_CPU_CAPABILITY=default``. ``u`` itself is exact (24 random bits × 2⁻²⁴), so this is the same on every
+    CPU. Used for float images (the ``cpu_float64`` pipeline); uint8 images keep v2's draw bit for bit."""
+    u = float(torch.rand(1, generator=generator).item())
+    return low + (high - low) * u
+
+
 def normalize(images: Tensor) -> Tensor:
-    """uint8 images (…×3×H×W, 0..255, any device) → float32 scaled to 0..1 and ImageNet-normalised.
+    """uint8 images (…×3×H×W, 0..255, any device) → float32 scaled to 0..1 and ImageNet-normalised; float
+    images (already in 0..1) are normalised in their own dtype (float64 stays float64).
 
     ``v2.ToDtype(scale=True)`` then ``v2.Normalize``'s kernels; element-wise, so a batch gets the numbers each
     image would get on its own.
     """
-    return F.normalize_image(F.to_dtype_image(_plain(images), torch.float32, scale=True),
-                             list(IMAGENET_MEAN), list(IMAGENET_STD))
+    images = _plain(images)
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    return F.normalize_image(F.to_dtype_image(images, dtype, scale=True), list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
 class SegmentationTransform:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 from armlib.models.backbones import (OUTPUT_STRIDES, ResNetBackbone, TinyResNet, check_output_stride,
@@ -35,7 +36,13 @@ MODEL_NAMES = ("deeplabv3plus_r50", "deeplabv3plus_r101", "ocr_r50", "ocr_r101",
                "deeplabv3plus_tiny", "ocr_tiny")
 
 __all__ = ["AUX_LOSS_WEIGHT", "ASPP_RATES", "MODEL_NAMES", "OUTPUT_STRIDES", "DeepLabV3Plus", "OCRNet",
-           "ResNetBackbone", "TinyResNet", "build_model", "load_backbone_weights"]
+           "ResNetBackbone", "TinyResNet", "build_model", "input_dtype", "load_backbone_weights"]
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a model's images must have: its first floating parameter's (float32 for a model without one).
+    float64 for a run trained with ``cpu_float64``; under CUDA autocast the parameters stay float32."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def build_model(name: str, num_classes: int, *, output_stride: int = 8,

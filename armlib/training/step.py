@@ -16,7 +16,7 @@ from armlib.arm import ARM, ARMLoss, LinearARM, sync_arm_gradients
 from armlib.config import TrainConfig
 from armlib.confidence import uncertainty_indicator
 from armlib.fused import FusedARMLoss
-from armlib.losses import (IGNORE_INDEX, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
+from armlib.losses import (IGNORE_INDEX, at_least_float32, check_logits_target, cross_entropy_map, gce_map, kl_loss_map,
                            mean_over_valid, ohem_cross_entropy)
 
 __all__ = ["build_criterion", "build_model_for", "compute_loss", "initial_curve", "train_one_step",
@@ -26,26 +26,44 @@ CURVE_POINTS = 101  # W(v) is recorded on this many values of v over [-1, 1]
 ModelFn = Callable[[TrainConfig, int], nn.Module]
 
 
-def build_model_for(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None = None) -> nn.Module:
-    """The segmentation model of ``cfg`` (``model_fn(cfg, num_classes)`` when given: tests use stand-ins)."""
-    if model_fn is not None:
-        return model_fn(cfg, num_classes)
-    from armlib.models import build_model
+@contextlib.contextmanager
+def initialised_in(cfg: TrainConfig):
+    """Parameters created inside are initialised in ``cfg.float_dtype("cpu")``: float64 for ``cpu_float64``.
 
-    return build_model(cfg.model, num_classes, output_stride=cfg.output_stride,
-                       backbone_weights=cfg.backbone_weights, uncertainty=cfg.loss == "kl", aux=cfg.aux_weight > 0,
-                       matmul_resize=cfg.matmul_resize)
+    Why: torch draws float32 normal and uniform numbers with kernels compiled per instruction set, and they
+    differ in the last bits between them (measured: ``randn`` 1.6e-6 apart under ``ATEN_CPU_CAPABILITY=default``);
+    its float64 draws agree. So a float64 run starts from the same weights on every CPU."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(cfg.float_dtype("cpu"))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_model_for(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None = None) -> nn.Module:
+    """The segmentation model of ``cfg`` (``model_fn(cfg, num_classes)`` when given: tests use stand-ins), on the
+    CPU, initialised in float64 for ``cpu_float64`` (:func:`initialised_in`)."""
+    with initialised_in(cfg):
+        if model_fn is not None:
+            return model_fn(cfg, num_classes)
+        from armlib.models import build_model
+
+        return build_model(cfg.model, num_classes, output_stride=cfg.output_stride,
+                           backbone_weights=cfg.backbone_weights, uncertainty=cfg.loss == "kl",
+                           aux=cfg.aux_weight > 0, matmul_resize=cfg.matmul_resize)
 
 
 def build_criterion(cfg: TrainConfig) -> ARMLoss | None:
     """ARMLoss with ARM or Linear ARM for ``cfg.reweight``, None for "none". ARM is initialised from
-    ``seed + 1`` (so adding ARM leaves the model's initialisation and dropout stream unchanged)."""
+    ``seed + 1`` (so adding ARM leaves the model's initialisation and dropout stream unchanged), on the CPU, in
+    float64 for ``cpu_float64`` (:func:`initialised_in`)."""
     if cfg.reweight == "none":
         return None
     if cfg.reweight == "linear":
         weight_fn = LinearARM(cfg.linear_k, cfg.linear_b)
     else:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), initialised_in(cfg):
             torch.manual_seed(cfg.seed + 1)
             weight_fn = ARM()
     # The fused path has ARMLoss's exact semantics (tests/test_fused.py) and reads the logits once for CE and
@@ -97,7 +115,7 @@ def compute_loss(outputs: dict[str, Tensor], target: Tensor, cfg: TrainConfig, c
             if "log_s" not in outputs:
                 raise ValueError("loss='kl' needs a model with an uncertainty output 'log_s' (uncertainty=True)")
             loss_map = kl_loss_map(logits, outputs["log_s"], target, validate=validate)
-            confidence = uncertainty_indicator(outputs["log_s"].float()) if criterion is not None else None
+            confidence = uncertainty_indicator(at_least_float32(outputs["log_s"])) if criterion is not None else None
         if criterion is None:
             main = mean_over_valid(loss_map, target)
         else:
