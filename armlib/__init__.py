@@ -3,12 +3,11 @@ Coarse Semantic Segmentation" (Liu et al.).
 
 Drop-in use (README, "ARM as a drop-in loss")::
 
-    from armlib import ARMLoss, adversarial_sgd, sync_arm_gradients
+    from armlib import ARMLoss, adversarial_sgd
     criterion = ARMLoss()                                   # ARM, var input, L2 normalisation
     optimizer = adversarial_sgd(model.parameters(), criterion.parameters(), lr=0.01)
     loss = criterion(model(images), masks, isolated=it < 0.05 * iterations)   # dict or N×C×H×W; 255 = ignore
-    optimizer.zero_grad(); loss.backward()
-    sync_arm_gradients(criterion)                           # under DDP; a no-op otherwise
+    optimizer.zero_grad(); loss.backward()                  # under DDP, ARM's gradients are averaged over ranks
     optimizer.step()
     # an optimiser / lr scheduler you already have: add_adversarial_group(optimizer, criterion.parameters(), scheduler)
 

@@ -68,7 +68,7 @@ def low_variance_boundary_share(v: Tensor, labels: Tensor, band_px: int = BOUNDA
     vv = v[valid]
     if vv.numel() == 0:
         raise ValueError("labels has no labelled pixel")
-    threshold = torch.quantile(vv.float()[torch.randperm(vv.numel(), generator=torch.Generator().manual_seed(0))[
+    threshold = torch.quantile(at_least_float32(vv)[torch.randperm(vv.numel(), generator=torch.Generator().manual_seed(0))[
         :1_000_000]], quantile).item()   # quantile() refuses > 16M elements; a 1M sample is exact enough
     low = (v <= threshold) & valid
     return {"low_var_on_boundary": (low & on_boundary).sum().item() / max(1, low.sum().item()),
@@ -140,9 +140,10 @@ def confidence_quadrants(v: Tensor, loss: Tensor, mislabelled: Tensor) -> pd.Dat
 @torch.no_grad()
 def pixel_statistics(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
     """Per-pixel v (normalised variance), CE loss and prediction of a batch: each N×H×W."""
-    probs = torch.softmax(logits.float(), dim=1)
+    logits = at_least_float32(logits)   # float64 logits of a cpu_float64 run stay float64
+    probs = torch.softmax(logits, dim=1)
     return {"v": normalized_variance(probs).squeeze(1),
-            "loss": cross_entropy_map(logits.float(), target, ignore_index),
+            "loss": cross_entropy_map(logits, target, ignore_index),
             "pred": probs.argmax(1)}
 
 

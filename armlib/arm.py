@@ -21,11 +21,13 @@ Three resolutions of the paper's gaps live here, each tested in ``tests/test_arm
 
 Where a PyTorch user trains:
 
-* **DDP.** Wrap the model in ``DistributedDataParallel``, not the criterion, and call
-  :func:`sync_arm_gradients` between ``backward()`` and ``step()``: DDP averages only the gradients of the
-  module it wraps, so without it every rank's ARM drifts on its own batch. The trainer uses the same call.
-  Each rank normalises the weight map over its own batch, as the paper's per-GPU loss does (mmsegmentation
-  computes the loss per GPU).
+* **DDP.** Wrap the model in ``DistributedDataParallel``, not the criterion. DDP averages only the gradients of
+  the module it wraps; ARMLoss averages ARM's own over the ranks at the end of every backward pass that reached
+  them (one all-reduce of its 53 values) whenever a process group of several ranks is initialised, so ARM
+  stays in sync with no extra line. :func:`sync_arm_gradients` (the earlier README's explicit call, and the
+  trainer's) stays valid: on gradients already averaged it does nothing. Every rank's backward must reach ARM,
+  as every rank's must reach the model under DDP. Each rank normalises the weight map over its own batch, as
+  the paper's per-GPU loss does (mmsegmentation computes the loss per GPU).
 * **Gradient accumulation.** The weight map is normalised over the pixels of one call, as the paper normalises
   over one (per-GPU) batch: k accumulated micro-batches give what k GPUs each holding one micro-batch give, not
   what one call on the whole batch gives (ARM's gradient differs by tens of per cent; the model's too, once ARM
@@ -191,8 +193,10 @@ class ARMLoss(nn.Module):
         self.p, self.indicator, self.detach, self.ignore_index = float(p), indicator, detach, ignore_index
         self.aux_weight = float(aux_weight)
         global _ANY_ARM
+        self._rank_average = _RankAverage(self.weight_fn)
         for param in self.weight_fn.parameters():
             param._armlib_adversarial = True   # an attribute: tensors compare elementwise, so no set of them
+            param.register_post_accumulate_grad_hook(self._rank_average.reached)
             _ANY_ARM = True
         self._versions: tuple[int, ...] | None = None
         self._unstepped = 0
@@ -310,6 +314,42 @@ def adversarial_sgd(model_params, arm_params, lr: float, momentum: float = 0.9,
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
 
 
+def _process_group_of_several() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _RankAverage:
+    """Averages a module's gradients over the ranks once at the end of each backward pass that reached them.
+
+    Each parameter's post-accumulate hook queues one callback on the autograd engine (as DDP and FSDP queue
+    their final reduction), so the average is taken after every gradient of the pass has arrived, in one
+    all-reduce, however many forward calls the pass spans. Under gradient accumulation each pass averages what
+    has accumulated: averaging is linear, and a gradient that is already the ranks' mean stays it."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.queued = module, False
+
+    def reached(self, param: Tensor) -> None:
+        if self.queued or not _process_group_of_several():
+            return
+        self.queued = True
+        torch.autograd.Variable._execution_engine.queue_callback(self.average)
+
+    def average(self) -> None:
+        self.queued = False
+        sync_arm_gradients(self.module)
+
+
+def _mark_averaged(param: nn.Parameter) -> None:
+    param._armlib_averaged = (weakref.ref(param.grad), param.grad._version)
+
+
+def _is_averaged(param: nn.Parameter) -> bool:
+    """True while ``param.grad`` is the very tensor, unmodified, that an average over the ranks wrote."""
+    mark = getattr(param, "_armlib_averaged", None)
+    return param.grad is not None and mark is not None and mark[0]() is param.grad and mark[1] == param.grad._version
+
+
 def sync_arm_gradients(arm_params: nn.Module | Iterable[nn.Parameter], group=None) -> None:
     """Average ARM's gradients over the ranks of a DDP run; call it between ``backward()`` and ``step()``.
 
@@ -323,12 +363,14 @@ def sync_arm_gradients(arm_params: nn.Module | Iterable[nn.Parameter], group=Non
         arm_params: an :class:`ARMLoss` (or any module) or its parameters.
         group: the process group (default: the default group, as DDP's).
 
-    No-op when ``torch.distributed`` is not initialised or the group has one rank. Gradients are replaced by
-    their mean over ranks (float, same dtype and shape).
+    No-op when ``torch.distributed`` is not initialised or the group has one rank, and on gradients that are
+    already the ranks' mean (:class:`ARMLoss` averages its own at the end of each backward pass): calling it
+    after that never averages twice. Gradients are replaced by their mean over ranks (float, same dtype and
+    shape).
     """
     params = list(arm_params.parameters() if isinstance(arm_params, nn.Module) else arm_params)
     params = [q for q in params if q.requires_grad]
-    if not params or not dist.is_available() or not dist.is_initialized():
+    if not params or not dist.is_available() or not dist.is_initialized() or all(map(_is_averaged, params)):
         return
     world = dist.get_world_size(group)
     if world == 1:
@@ -339,6 +381,7 @@ def sync_arm_gradients(arm_params: nn.Module | Iterable[nn.Parameter], group=Non
     offset = 0
     for q in params:
         q.grad = flat[offset:offset + q.numel()].view_as(q).clone()
+        _mark_averaged(q)
         offset += q.numel()
 
 

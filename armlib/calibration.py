@@ -44,6 +44,7 @@ from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
 from armlib.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
                                  signals_as_interrupts)
 from armlib.metrics import reported_metrics
+from armlib.errors import UsageError
 from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
 from armlib.paths import REPO_ROOT, atomic_write_text, replace_tree, resolve
@@ -252,8 +253,9 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     curve = learning_curve_runs(scale, iterations, seeds[0], runs_dir, data_root)
     train(curve, "learning curve")
     if missing:
-        raise ValueError(f"from_records: the learning curve has no record in {missing[0].out} "
-                         f"({len(missing)} of {len(curve)} runs missing); train it first")
+        raise UsageError(f"--from-records: the learning curve has no record in {missing[0].out} "
+                         f"({len(missing)} of {len(curve)} runs missing); train it first (armlib calibrate without "
+                         "--from-records), or point --runs-dir at the folder that holds it")
     curves = curve_table(curve)
     # ARM − base in the mIoU the report will use (the unresolved classes left out), not in whatever mIoU the runs'
     # config gave: the paired SD that sizes the reporting seeds must be in the reporting unit.

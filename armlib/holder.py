@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from armlib.arm import ARM, normalize_weights
+from armlib.models import default_dtype
 
 PAPER_LOSSES = (1.2, 0.6, 0.1)  # the toy of Eq. 10
 
@@ -86,7 +87,7 @@ class ARMFit:
 
 
 def fit_arm(loss_curve, v=None, p: float = 2.0, steps: int = 3000, lr: float = 0.01,
-            seed: int = 0, l1_grad: bool = False) -> ARMFit:
+            seed: int = 0, l1_grad: bool = False, dtype: torch.dtype = torch.float32) -> ARMFit:
     """Train a fresh 53-parameter ARM by gradient ascent on a fixed loss curve L(v).
 
     Each grid point v_i stands for the pixels with that confidence and carries the loss L(v_i); ARM's
@@ -97,6 +98,8 @@ def fit_arm(loss_curve, v=None, p: float = 2.0, steps: int = 3000, lr: float = 0
         loss_curve: L(v_i) ≥ 0 on the grid (e.g. a measured mean loss per variance bin, Fig. 5).
         v: the grid in [-1, 1]; uniform over [-1, 1] with len(loss_curve) points if None.
         p: the L_p constraint. l1_grad: see ``normalize_weights`` (True reproduces the collapse).
+        dtype: of ARM, its initial draw and the ascent: float32 as in training, float64 for a ``cpu_float64``
+            scale (the same numbers on every CPU).
 
     Returns:
         :class:`ARMFit`; ``gap`` is the largest deviation from ‖L‖_q^{−1/(p−1)} L^{1/(p−1)}.
@@ -106,11 +109,12 @@ def fit_arm(loss_curve, v=None, p: float = 2.0, steps: int = 3000, lr: float = 0
     if v.shape != l.shape:
         raise ValueError(f"v must have one point per loss value ({l.numel()}), got {tuple(v.shape)}")
     torch.manual_seed(seed)
-    arm = ARM()
+    with default_dtype(dtype):
+        arm = ARM()
     optimizer = torch.optim.Adam(arm.parameters(), lr=lr, maximize=True)
-    grid = v.float().view(1, 1, 1, -1)
+    grid = v.to(dtype).view(1, 1, 1, -1)
     valid = torch.ones_like(grid, dtype=torch.bool)
-    target = l.float().view(1, 1, 1, -1)
+    target = l.to(dtype).view(1, 1, 1, -1)
     for _ in range(steps):
         q = (normalize_weights(arm(grid), valid, p, l1_grad=l1_grad) * target).sum()
         optimizer.zero_grad()

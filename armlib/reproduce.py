@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from armlib import commands
+from armlib.errors import UsageError, check_out_folder
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
 from armlib.config import DEVICES
 from armlib.sections import SCALES, SECTION_KEYS, confirmatory_plan, get_scale
@@ -186,13 +187,17 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_reproduce(args) -> int:
-    """``armlib reproduce``: 0 with the report's path; 1 with one error line; 128 + signal when interrupted."""
+    """``armlib reproduce``: 0 with the report's path; 2 with one line for what the user gave (a folder nothing
+    can be written to, a bad setting); 1 with one error line for a failure; 128 + signal when interrupted."""
     from armlib import experiments
 
     args.seeds = commands.flatten(args.seeds)
     for name in ("data_root", "out_dir", "runs_dir"):   # absolute Paths (armlib.commands); notebooks get strings
         setattr(args, name, str(getattr(args, name)))
     try:
+        if not args.dry_run:   # before any run starts, not at the first write of a training process
+            check_out_folder(args.runs_dir, "--runs-dir")
+            check_out_folder(args.out_dir, "--out-dir")
         with experiments.signals_as_interrupts():
             if args.dry_run:
                 print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
@@ -204,6 +209,11 @@ def run_reproduce(args) -> int:
         print(f"armlib reproduce: interrupted ({exc.args[0] if exc.args else 'SIGINT'}); every training run was "
               "stopped; the same command resumes", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"armlib reproduce: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except (experiments.RunsFolderBusy, FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
         if args.debug:
             raise

@@ -137,7 +137,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, model_fn: ModelFn | No
         ckpt_path = out_dir / CHECKPOINT
         start_it, history = 0, new_history()
         if resume and ckpt_path.exists():
-            start_it, history = load_checkpoint(ckpt_path, cfg, state, data.batches_per_epoch, ranks, device)
+            start_it, history = load_checkpoint(ckpt_path, cfg, state, data.batches_per_epoch, ranks, device,
+                                                data_fingerprint=data.fingerprint)
         net = wrap_for_ranks(state.model, state.arm_params, ranks, device)
         net = torch.compile(net) if cfg.compile else net
         try:
@@ -227,6 +228,7 @@ class TrainData:
     class_names: list[str]
     per_rank: int            # images per rank and step (the global batch / ranks)
     batches_per_epoch: int   # steps per epoch (each rank's shard of the epoch's permutation)
+    fingerprint: str | None  # what the training set is (PairedSegmentationDataset.fingerprint), for a resume
 
 
 def build_data(cfg: TrainConfig, ranks: Ranks, device: torch.device) -> TrainData:
@@ -248,7 +250,8 @@ def build_data(cfg: TrainConfig, ranks: Ranks, device: torch.device) -> TrainDat
     if per_epoch == 0:
         raise ValueError(f"the training set has {len(train_base)} images, fewer than one global batch "
                          f"({cfg.batch_size}); lower batch_size")
-    return TrainData(loader, sampler, val_set, num_classes, names, per_rank, per_epoch)
+    fingerprint = train_base.fingerprint() if hasattr(train_base, "fingerprint") else None
+    return TrainData(loader, sampler, val_set, num_classes, names, per_rank, per_epoch, fingerprint)
 
 
 def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
@@ -349,7 +352,7 @@ def train_loop(net: nn.Module, state: TrainState, data: TrainData, cfg: TrainCon
                 if window_losses:  # time spent since the last log row counts as training time too
                     timer.lap(done, cfg.batch_size)
                 save_checkpoint(ckpt_path, cfg, state, done, timer.add_to(history, started), data.batches_per_epoch,
-                                device, ranks)
+                                device, ranks, data_fingerprint=data.fingerprint)
                 last_good = (ckpt_path, done)
                 timer.restart()  # checkpoint I/O is not training time (img/s)
             if stop_at is not None and done >= stop_at:

@@ -97,6 +97,9 @@ def _emulated_ranks(world: int) -> dict[str, torch.Tensor]:
             **{f"arm.{k}": v for k, v in criterion.state_dict().items()}}
 
 
+EXPLICIT_SYNC = "    loss.backward()"   # the line after which the earlier README called sync_arm_gradients
+
+
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -104,29 +107,49 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    reductions = []   # ARM's all-reduces (DDP reduces the model's gradients in C++, not through this function)
+    real_all_reduce = dist.all_reduce
+    dist.all_reduce = lambda tensor, *a, **k: (reductions.append(tensor.numel()), real_all_reduce(tensor, *a, **k))[1]
+    snippet = readme_snippet()
+    assert EXPLICIT_SYNC in snippet and "sync_arm_gradients" not in snippet
+    variants = {"readme": snippet,   # as printed: no sync line
+                "explicit": snippet.replace(EXPLICIT_SYNC, EXPLICIT_SYNC + "\n    armlib.sync_arm_gradients(criterion)"),
+                "unsynced": snippet}  # with ARMLoss's own averaging switched off: what the issue saw
     try:
-        for name in ("sync", "nosync"):
-            if name == "nosync":   # the README without its sync line: what the issue saw
-                armlib.arm.sync_arm_gradients = armlib.sync_arm_gradients = lambda *a, **k: None
+        for name, code in variants.items():
+            if name == "unsynced":
+                armlib.arm._RankAverage.reached = lambda self, param: None
+            reductions.clear()
             torch.manual_seed(0)
-            namespace = run_snippet(DistributedDataParallel(DictNet()), batches(rank, world))
+            namespace = {"model": DistributedDataParallel(DictNet()), "loader": batches(rank, world),
+                         "iterations": ITERATIONS, "armlib": armlib}
+            exec(compile(code, "README.md", "exec"), namespace)
             state = {**{f"model.{k}": v for k, v in namespace["model"].module.state_dict().items()},
                      **{f"arm.{k}": v for k, v in namespace["criterion"].state_dict().items()}}
-            torch.save(state, os.path.join(out, f"{name}{rank}.pt"))
+            torch.save({"state": state, "reductions": list(reductions)}, os.path.join(out, f"{name}{rank}.pt"))
     finally:
+        dist.all_reduce = real_all_reduce
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available() or sys.platform != "linux", reason="needs torch.distributed with gloo")
 def test_readme_snippet_under_ddp_matches_one_process_and_keeps_arm_in_sync(tmp_path):
+    """As printed, the snippet keeps ARM in sync with no line of its own (ARMLoss averages ARM's gradients at the
+    end of each backward pass); the earlier README's explicit sync_arm_gradients call gives the same run with one
+    all-reduce per step, never two; with ARMLoss's averaging switched off, ARM drifts (the test can fail)."""
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    ranks, drift = ([torch.load(tmp_path / f"{name}{r}.pt") for r in range(2)] for name in ("sync", "nosync"))
+    runs = {name: [torch.load(tmp_path / f"{name}{r}.pt") for r in range(2)]
+            for name in ("readme", "explicit", "unsynced")}
     reference = _emulated_ranks(2)
-    for key, value in reference.items():
-        for state in ranks:
-            torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    for key in reference:   # identical on both ranks: the same all-reduced gradients, the same steps
-        assert torch.equal(ranks[0][key], ranks[1][key]), key
-    # Without the sync line, the model stays in sync (DDP) but ARM drifts: the test can fail.
+    arm_size = sum(v.numel() for k, v in reference.items() if k.startswith("arm."))
+    for name in ("readme", "explicit"):
+        ranks = [run["state"] for run in runs[name]]
+        for key, value in reference.items():
+            for state in ranks:
+                torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
+        for key in reference:   # identical on both ranks: the same all-reduced gradients, the same steps
+            assert torch.equal(ranks[0][key], ranks[1][key]), (name, key)
+        assert all(run["reductions"] == [arm_size] * STEPS for run in runs[name]), name   # once a step
+    drift = [run["state"] for run in runs["unsynced"]]
     assert all(torch.equal(drift[0][k], drift[1][k]) for k in reference if k.startswith("model."))
     assert any(not torch.equal(drift[0][k], drift[1][k]) for k in reference if k.startswith("arm."))

@@ -10,6 +10,7 @@ by :data:`AUX_LOSS_WEIGHT`. BatchNorm is plain ``nn.BatchNorm2d`` (convert to Sy
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -36,7 +37,22 @@ MODEL_NAMES = ("deeplabv3plus_r50", "deeplabv3plus_r101", "ocr_r50", "ocr_r101",
                "deeplabv3plus_tiny", "ocr_tiny")
 
 __all__ = ["AUX_LOSS_WEIGHT", "ASPP_RATES", "MODEL_NAMES", "OUTPUT_STRIDES", "DeepLabV3Plus", "OCRNet",
-           "ResNetBackbone", "TinyResNet", "build_model", "input_dtype", "load_backbone_weights"]
+           "ResNetBackbone", "TinyResNet", "build_model", "default_dtype", "input_dtype", "load_backbone_weights"]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Tensors and parameters created inside are ``dtype`` by default (``torch.set_default_dtype``, restored after).
+
+    Why: torch draws float32 normal and uniform numbers with kernels compiled per instruction set, which differ in
+    the last bits between them (measured: ``randn`` 1.6e-6 apart under ``ATEN_CPU_CAPABILITY=default``); its
+    float64 draws agree, so weights initialised inside ``default_dtype(torch.float64)`` are the same on every CPU."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def input_dtype(model: nn.Module) -> torch.dtype:

@@ -26,7 +26,10 @@ def spatial_gather(features: Tensor, regions: Tensor) -> Tensor:
 
     Shape: features N×D×h×w, regions N×K×h×w (logits) → N×D×K×1.
     """
-    weights = torch.softmax(regions.flatten(2).float(), dim=2).to(features.dtype)   # N×K×hw, sums to 1 over hw
+    regions = regions.flatten(2)
+    if regions.dtype in (torch.float16, torch.bfloat16):   # the softmax in float32 at least; float64 stays float64
+        regions = regions.float()
+    weights = torch.softmax(regions, dim=2).to(features.dtype)   # N×K×hw, sums to 1 over hw
     context = torch.bmm(weights, features.flatten(2).transpose(1, 2))                # N×K×D
     return context.transpose(1, 2).unsqueeze(3)                                      # N×D×K×1
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from armlib.arm import ARMLoss
 from armlib.config import RUNTIME_ONLY, TrainConfig
-from armlib.runs import atomic_torch_save, read_checkpoint
+from armlib.errors import UsageError
+from armlib.runs import CorruptCheckpoint, atomic_torch_save, read_checkpoint
 from armlib.training.distributed import Ranks, barrier
 
 __all__ = ["TrainState", "new_history", "save_checkpoint", "load_checkpoint", "seed_all"]
@@ -53,8 +54,11 @@ def seed_all(seed: int) -> None:
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, state: TrainState, iteration: int, history: dict,
-                    batches_per_epoch: int, device: torch.device, ranks: Ranks) -> None:
-    """Gather every rank's RNG state, then rank 0 writes the checkpoint of ``iteration`` atomically."""
+                    batches_per_epoch: int, device: torch.device, ranks: Ranks, *,
+                    data_fingerprint: str | None = None) -> None:
+    """Gather every rank's RNG state, then rank 0 writes the checkpoint of ``iteration`` atomically.
+    ``data_fingerprint``: the training set's (``PairedSegmentationDataset.fingerprint``), which a resume
+    compares instead of its folder."""
     rng = _rng_state(device)
     if ranks.world > 1:
         gathered = [None] * ranks.world
@@ -71,7 +75,7 @@ def save_checkpoint(path: Path, cfg: TrainConfig, state: TrainState, iteration: 
             "iteration": iteration,
             "rng": rng,
             "data": {"epoch": iteration // batches_per_epoch, "batch_in_epoch": iteration % batches_per_epoch,
-                     "batches_per_epoch": batches_per_epoch},
+                     "batches_per_epoch": batches_per_epoch, "fingerprint": data_fingerprint},
             "history": history,
             "config": cfg.to_dict(),
             "world_size": ranks.world,
@@ -80,30 +84,53 @@ def save_checkpoint(path: Path, cfg: TrainConfig, state: TrainState, iteration: 
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig, state: TrainState, batches_per_epoch: int, ranks: Ranks,
-                    device: torch.device) -> tuple[int, dict]:
+                    device: torch.device, *, data_fingerprint: str | None = None) -> tuple[int, dict]:
     """Restore ``state`` and this rank's random streams from the checkpoint at ``path``.
+
+    The data is compared by what it is, not where it lies: ``data_root`` may change (a runs folder and its data
+    moved to another disk or machine) while the training set's ``data_fingerprint`` matches the checkpoint's.
 
     Returns:
         (iteration the checkpoint was written at, the run's history with this session counted).
 
     Raises:
-        ValueError: the config differs from the checkpoint's in a field that can change a result, or the
-            training set has another number of batches per epoch (the data order could not resume).
-        armlib.runs.CorruptCheckpoint: the file is unreadable (one line naming it and the way out).
+        armlib.errors.UsageError (one line naming the file and the way out): the config differs from the
+            checkpoint's in a field that can change a result; the training set is another one (its fingerprint,
+            or, for a checkpoint written before fingerprints, its folder for real data) or has another number
+            of batches per epoch (the data order could not resume).
+        armlib.runs.CorruptCheckpoint: the file is unreadable or lacks what a resume needs.
     """
     ckpt = read_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
-    changed = [k for k, v in cfg.to_dict().items() if k not in RUNTIME_ONLY and ckpt["config"].get(k) != v]
+    needed = {"optimizer", "scheduler", "rng", "data", "history"} | ({"arm"} if state.weight_fn is not None else set())
+    missing = sorted(needed - set(ckpt))
+    if missing:
+        raise CorruptCheckpoint(f"{path}: lacks {missing}, so the run cannot resume from it; delete it to retrain "
+                                "this run from the start, or restore a complete copy")
+    then = ckpt["config"]
+    changed = [k for k, v in cfg.to_dict().items()
+               if k not in RUNTIME_ONLY and k != "data_root" and then.get(k) != v]
     if changed:
-        raise ValueError(f"resume: the config differs from the checkpoint's in {changed}; resume with the "
-                         f"same config (only {list(RUNTIME_ONLY)} may change)")
+        raise UsageError(f"{path}: the config differs from the checkpoint's in {changed}; resume with the same "
+                         f"config (only {list(RUNTIME_ONLY)} and data_root may change), or train into a new folder")
+    recorded = ckpt["data"].get("fingerprint")
+    moved = then.get("data_root") != cfg.data_root
+    if recorded is not None and data_fingerprint is not None and recorded != data_fingerprint:
+        raise UsageError(f"{path}: the training set at data_root={cfg.data_root!r} is not the one this run was "
+                         f"trained on (at {then.get('data_root')!r}; fingerprint {data_fingerprint} vs {recorded}); "
+                         "point data_root at that data, or train into a new folder")
+    if moved and recorded is None and cfg.dataset != "synth":
+        raise UsageError(f"{path}: data_root changed from {then.get('data_root')!r} to {cfg.data_root!r} and this "
+                         "checkpoint predates data fingerprints, so the data cannot be shown to be the same; resume "
+                         "with the old data_root, or train into a new folder")
     state.model.load_state_dict(ckpt["model"])
     if state.weight_fn is not None:
         state.weight_fn.load_state_dict(ckpt["arm"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt["data"]["batches_per_epoch"] != batches_per_epoch:
-        raise ValueError(f"resume: an epoch had {ckpt['data']['batches_per_epoch']} batches at the checkpoint, "
-                         f"now {batches_per_epoch}: the training set changed, so the data order cannot resume")
+        raise UsageError(f"{path}: an epoch had {ckpt['data']['batches_per_epoch']} batches at the checkpoint, now "
+                         f"{batches_per_epoch}: the training set changed, so the data order cannot resume; train into "
+                         "a new folder")
     iteration, history = ckpt["iteration"], ckpt["history"]
     rng = ckpt["rng"]
     _set_rng_state(rng[ranks.rank] if len(rng) == ranks.world else rng[0], device)

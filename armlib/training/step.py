@@ -26,19 +26,12 @@ CURVE_POINTS = 101  # W(v) is recorded on this many values of v over [-1, 1]
 ModelFn = Callable[[TrainConfig, int], nn.Module]
 
 
-@contextlib.contextmanager
 def initialised_in(cfg: TrainConfig):
-    """Parameters created inside are initialised in ``cfg.float_dtype("cpu")``: float64 for ``cpu_float64``.
+    """Parameters created inside are initialised in ``cfg.float_dtype("cpu")``: float64 for ``cpu_float64``, so
+    a float64 run starts from the same weights on every CPU (:func:`armlib.models.default_dtype`)."""
+    from armlib.models import default_dtype
 
-    Why: torch draws float32 normal and uniform numbers with kernels compiled per instruction set, and they
-    differ in the last bits between them (measured: ``randn`` 1.6e-6 apart under ``ATEN_CPU_CAPABILITY=default``);
-    its float64 draws agree. So a float64 run starts from the same weights on every CPU."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(cfg.float_dtype("cpu"))
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+    return default_dtype(cfg.float_dtype("cpu"))
 
 
 def build_model_for(cfg: TrainConfig, num_classes: int, model_fn: ModelFn | None = None) -> nn.Module:
