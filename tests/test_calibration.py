@@ -233,7 +233,7 @@ def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tm
 def test_from_records_refuses_a_learning_curve_without_records(tmp_path):
     from armlib import calibration
 
-    with pytest.raises(ValueError, match="from_records: the learning curve has no record in .*train it first"):
+    with pytest.raises(ValueError, match="--from-records: the learning curve has no record in .*train it first"):
         calibration.calibrate("smoke", iterations=(4,), seeds=(100, 101), runs_dir=tmp_path, out_dir=tmp_path / "o",
                               from_records=True)
     assert not (tmp_path / "o").exists()

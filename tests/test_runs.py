@@ -103,3 +103,25 @@ def test_records_are_read_through_read_record():
               if path.name != "runs.py"
               for m in re.finditer(r"json\.loads?\([^\n]*record[^\n]*", path.read_text())]
     assert not inline, inline
+
+
+def test_every_committed_quick_run_keeps_its_key():
+    """The committed reference's runs stay valid: each experiment id in reports/quick's per-seed files (its rows'
+    changes and run key) is the one the current code gives that row, so a fresh `make report` reuses those runs."""
+    import pandas as pd
+
+    from armlib.experiments import experiment_id
+    from armlib.paths import REPO_ROOT
+    from armlib.sections import get_scale, table_rows
+
+    scale, checked = get_scale("quick"), 0
+    for path in sorted((REPO_ROOT / "reports" / "quick" / "results").glob("*_seeds.csv")):
+        frame = pd.read_csv(path)
+        if "experiment" not in frame:
+            continue
+        for (table, row), ids in frame.groupby(["table", "row"])["experiment"]:
+            rows = table_rows(table, scale)
+            if row in rows:
+                assert set(ids) == {experiment_id(rows[row], scale)}, (path.name, row)
+                checked += 1
+    assert checked >= 40
