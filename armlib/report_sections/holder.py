@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 
 from armlib import holder, results, stats, verdicts
-from armlib.config import load_config
-from armlib.sections import get_scale
 from armlib.plots import legend_beside, save
 from armlib.report_sections._runs import measured_loss_curve
 
@@ -36,10 +34,8 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     measured = measured[measured["count"] >= 100]
     source, loss_curve = "measured (CE model, validation images)", measured["mean_loss"].to_numpy()
     # a base run that learned nothing has no loss curve: the ARM claims are marked not run, the toy still stands
-    # in the dtype the scale trains in: float64 at the smoke scale (cpu_float64), the same on every CPU
-    dtype = load_config(get_scale(scale).config_for({})).float_dtype("cpu")
-    fits = {} if why else {p: holder.fit_arm(loss_curve, p=p, dtype=dtype) for p in (2.0, 3.0)}
-    collapsed = None if why else holder.fit_arm(loss_curve, p=2.0, l1_grad=True, dtype=dtype)
+    fits = {} if why else {p: holder.fit_arm(loss_curve, p=p) for p in (2.0, 3.0)}
+    collapsed = None if why else holder.fit_arm(loss_curve, p=2.0, l1_grad=True)
     rows = [{"ARM trained with": f"L{p:g} norm, L1 factor detached", "gap to closed form": f.gap}
             for p, f in fits.items()]
     if collapsed is not None:
