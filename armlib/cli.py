@@ -21,11 +21,11 @@ from armlib.errors import USER_ERRORS
 COMMANDS = {
     "synth": ("armlib.data.synth", "write synthetic street scenes in the official Cityscapes layout"),
     "train": ("armlib.train", "train one model from a YAML config"),
-    "calibrate": ("armlib.calibration", "choose a scale's T on the base model and on whether ARM learns (seeds ≥ 100)"),
-    "reproduce": ("armlib.reproduce", "run every notebook at a scale and render the HTML report"),
-    "report": ("armlib.report", "render reports/index.html from result files"),
-    "compare": ("armlib.compare", "compare a rerun's claims with a reference report, claim by claim"),
-    "goldens": ("armlib.reproduce", "regenerate the smoke-scale notebook goldens used by nbval"),
+    "calibrate": ("armlib.reproduction.calibration", "choose a scale's T on the base model and on whether ARM learns (seeds ≥ 100)"),
+    "reproduce": ("armlib.reproduction.reproduce", "run every notebook at a scale and render the HTML report"),
+    "report": ("armlib.reproduction.report", "render reports/index.html from result files"),
+    "compare": ("armlib.reproduction.compare", "compare a rerun's claims with a reference report, claim by claim"),
+    "goldens": ("armlib.reproduction.reproduce", "regenerate the smoke-scale notebook goldens used by nbval"),
 }
 
 

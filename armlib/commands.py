@@ -37,7 +37,7 @@ def path_arg(text: str) -> Path:
 def seeds_arg(text: str) -> list[int]:
     """One item of ``--seeds``: an int, or several separated by commas (``0,1``)."""
     from armlib.errors import UsageError
-    from armlib.parameters import parse_seeds
+    from armlib.reproduction.parameters import parse_seeds
 
     try:
         return parse_seeds(text, "seed")
@@ -72,17 +72,17 @@ def override_arg(text: str) -> str:
 
 
 def scale_names() -> list[str]:
-    from armlib.sections import SCALES   # light: dataclasses only
+    from armlib.reproduction.sections import SCALES   # light: dataclasses only
 
     return list(SCALES)
 
 
-EXECUTORS = ("pool", "submitit-local", "slurm")   # where training runs go (armlib.experiments.execute)
+EXECUTORS = ("pool", "submitit-local", "slurm")   # where training runs go (armlib.reproduction.experiments.execute)
 
 
 def add_executor_arguments(parser) -> None:
     """``--executor`` (one of :data:`EXECUTORS`) and the submitit job's resources, for every command that
-    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`armlib.experiments.cluster_options` reads them
+    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`armlib.reproduction.experiments.cluster_options` reads them
     back."""
     group = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib train` "
                                       "processes on this machine; 'submitit-local' and 'slurm' submit one "

@@ -124,7 +124,7 @@ class TrainConfig:
     curve_every: int | None = None           # ARM curve snapshot (curves.csv) period; None = T/20
     quiet: bool = False                      # no progress bar (papermill, CI)
     plan: str = ""                           # hash of the confirmatory plan a run was trained under ("": none,
-    #                                          pilot or exploratory; armlib.sections.plan_hash); never read in training
+    #                                          pilot or exploratory; armlib.reproduction.sections.plan_hash); never read in training
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

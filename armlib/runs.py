@@ -47,7 +47,7 @@ OPT_IN_FIELDS: dict[str, object] = {"plan": "", "data_on_device": False, "cpu_ch
 # -- run statuses --------------------------------------------------------------------------------------------
 # A run either learned something ("ok") or ended with one of the FAILED statuses (status: why). A failed run is a
 # result, not an error: it stays in every table, marked, takes the metric's worst value in every comparison
-# (README, "How a verdict is made"; armlib.stats), and is never analysed as if it were fine (armlib.analysis.load_run
+# (README, "How a verdict is made"; armlib.reproduction.stats), and is never analysed as if it were fine (armlib.reproduction.analysis.load_run
 # refuses it). A new such status is one entry.
 STATUS_OK = "ok"
 FAILED_STATUSES: dict[str, str] = {

@@ -156,7 +156,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, model_fn: ModelFn | No
         record = make_record(cfg, state, data, metrics, history, eval_seconds, ranks, device, started)
         if ranks.is_main:
             record["final_loss"] = _last_logged_loss(out_dir / LOG)  # mean loss of the last log window
-            # the checkpoint this record was computed from: analysis refuses any other (armlib.analysis.load_run)
+            # the checkpoint this record was computed from: analysis refuses any other (armlib.reproduction.analysis.load_run)
             record["checkpoint"] = {"iteration": cfg.iterations, "sha256": file_digest(ckpt_path)}
             atomic_write_text(out_dir / RECORD, json.dumps(_json_safe(record), indent=1))
         return record

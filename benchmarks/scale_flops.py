@@ -40,9 +40,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import MARKDOWN, RESULTS_DIR, flop_counter, replace_block, write_json  # noqa: E402
 
-from armlib import experiments, sections  # noqa: E402
+from armlib.reproduction import experiments, sections  # noqa: E402
 from armlib.models import build_model  # noqa: E402
-from armlib.reproduce import NOTEBOOKS  # noqa: E402
+from armlib.reproduction.reproduce import NOTEBOOKS  # noqa: E402
 from armlib.data.loading import class_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -47,17 +47,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib import calibration, experiments, notebook, reproduce, verdicts  # noqa: E402
+from armlib.reproduction import calibration, experiments, notebook, reproduce, verdicts  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.paths import resolve  # noqa: E402
-from armlib.report_sections import paper_tables  # noqa: E402
+from armlib.reproduction.report_sections import paper_tables  # noqa: E402
 from armlib.runs import CHECKPOINT, RECORD  # noqa: E402
-from armlib.sections import get_scale  # noqa: E402
+from armlib.reproduction.sections import get_scale  # noqa: E402
 
 RUNS_ARCHIVE, SECTIONS_ARCHIVE = "reference_runs.tar.gz", "reference_sections.tar.gz"
 ARCHIVE_PREFIX = "runs/"   # run folders are archived as runs/<scale>/<run>/, wherever --runs-dir lies
 DONE, CUT, WAITING, FAILED = 0, 2, 3, 1
-# Sections that reload a trained model from its checkpoint (armlib.analysis.load_run through
+# Sections that reload a trained model from its checkpoint (armlib.reproduction.analysis.load_run through
 # report_sections._runs.pixels or paper_tables.tta_metrics) rather than reading records: Figs. 2, 4, 5 and the
 # Hölder fit analyse the base model, the learned-curve section ARM's runs of Table 2, Table 6 evaluates its runs
 # with test-time augmentation.
@@ -150,7 +150,7 @@ def pack(folders: list[Path], archive: Path, root: Path, prefix: str = "") -> No
 def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out_dir: Path, device: str,
                  jobs: int | None) -> None:
     """Every section notebook's code cells in this process, with the parameters papermill would inject (the
-    notebooks hold no logic: each calls its armlib.report_sections module), then what ``reproduce`` writes
+    notebooks hold no logic: each calls its armlib.reproduction.report_sections module), then what ``reproduce`` writes
     beside: the training meta and, once every section has run, the verdicts (``results/claims.csv``)."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     params = {"scale": scale, "seeds": None, "data_root": data_root, "device": device, "out_dir": str(out_dir),

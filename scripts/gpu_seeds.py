@@ -6,9 +6,9 @@ session's calibration is committed and has chosen a T):
 
 The calibration's ARM − base pairs on coarse labels at the chosen T (seeds 100 and up, never reporting seeds) are
 the pilot: σ is their paired SD's one-sided 80 % upper confidence bound (the report's rule, Browne 1995:
-:func:`armlib.stats.sd_upper_bound`), and the seeds are the pairs a two-sided paired t-test needs to detect the
+:func:`armlib.reproduction.stats.sd_upper_bound`), and the seeds are the pairs a two-sided paired t-test needs to detect the
 calibration's effect (``power_target.effect`` of ``calibration.json``: the paper's gain carried to our base) at
-``--alpha`` with 80 % power (:func:`armlib.stats.seeds_needed`), rounded up, and never fewer than the scale's floor
+``--alpha`` with 80 % power (:func:`armlib.reproduction.stats.seeds_needed`), rounded up, and never fewer than the scale's floor
 of 5. Prints one line per quantity; exit 3 while no T is chosen (nothing to size from yet).
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib import calibration, stats  # noqa: E402
-from armlib.sections import ALPHA, POWER  # noqa: E402
+from armlib.reproduction import calibration, stats  # noqa: E402
+from armlib.reproduction.sections import ALPHA, POWER  # noqa: E402
 
-FLOOR = 5   # the smallest number of seeds a primary row runs with at any scale (armlib.sections.SCALES)
+FLOOR = 5   # the smallest number of seeds a primary row runs with at any scale (armlib.reproduction.sections.SCALES)
 
 
 def pilot(folder: Path) -> tuple[int, float, float]:

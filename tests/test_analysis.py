@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from armlib import analysis, holder
+from armlib import holder
+from armlib.reproduction import analysis
 
 
 def test_boundary_mask_matches_loop():

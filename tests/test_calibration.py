@@ -1,10 +1,10 @@
-"""armlib.calibration's rule on hand-made learning curves and ARM tables with a known answer."""
+"""armlib.reproduction.calibration's rule on hand-made learning curves and ARM tables with a known answer."""
 import math
 
 import pandas as pd
 import pytest
 
-from armlib.calibration import MIN_COARSE_COST, choose, coarse_cost, unresolved_classes
+from armlib.reproduction.calibration import MIN_COARSE_COST, choose, coarse_cost, unresolved_classes
 
 
 def curves(points: dict[int, tuple[float, float]], iou: dict[str, list[float]] | None = None) -> pd.DataFrame:
@@ -69,7 +69,7 @@ def test_an_arm_table_without_labels_is_read_as_coarse_only():
 
 
 def test_summary_counts_arm_moved_per_labels_and_the_paired_sd_per_labels():
-    from armlib.calibration import summary
+    from armlib.reproduction.calibration import summary
 
     c = curves({800: (40.0, 38.0), 1600: (50.0, 44.0)})
     table = arms({1600: [True, True, True]}, fine={1600: [True, True, False]})
@@ -106,7 +106,7 @@ def test_choose_accepts_a_cost_exactly_at_the_criterion():
 
 
 def test_attach_copies_the_committed_calibration_into_a_report_folder(tmp_path, monkeypatch):
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     committed = tmp_path / "repo" / "reports" / "quick" / calibration.CALIBRATION_DIR
     committed.mkdir(parents=True)
@@ -127,7 +127,7 @@ def test_attach_copies_the_committed_calibration_into_a_report_folder(tmp_path, 
 def test_moved_at_is_the_first_logged_iteration_whose_shape_moved(tmp_path):
     import numpy as np
 
-    from armlib.calibration import moved_at
+    from armlib.reproduction.calibration import moved_at
 
     v = np.linspace(-1.0, 1.0, 5)
     flat, tilted = np.full(5, 0.5), 0.5 - 0.2 * v          # max |W/mean − 1| of the tilted curve: 0.4 ≥ 0.1
@@ -142,7 +142,7 @@ def test_moved_at_is_the_first_logged_iteration_whose_shape_moved(tmp_path):
 def test_coarse_cost_is_over_every_class_when_the_file_has_it():
     import pandas as pd
 
-    from armlib.calibration import coarse_cost
+    from armlib.reproduction.calibration import coarse_cost
 
     # mIoU leaves a scale's unresolved classes out; the all-class mean does not depend on that list.
     curves = pd.DataFrame({"annotation": ["fine", "coarse"], "T": [800, 800], "mIoU": [70.0, 63.0],
@@ -156,7 +156,7 @@ def test_calibrate_trains_fine_labels_only_where_coarse_moved_and_stops_at_the_c
     fine-label runs there), 1600 costs too little (no ARM runs), 3200 passes on both, 6400 is never trained."""
     import json
 
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     points = {800: (40.0, 36.0), 1600: (50.0, 47.0), 3200: (55.0, 48.0), 6400: (58.0, 50.0)}   # 10, 6, 13, 14 %
     coarse_moved = {800: [True, False], 3200: [True, True]}
@@ -192,7 +192,7 @@ def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tm
     at 1600, its cell says "cut off", not "not run"."""
     import json
 
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     points = {800: (40.0, 36.0), 1600: (50.0, 44.0), 3200: (55.0, 48.0)}   # every cost ≥ 8 %
     have = {("coarse", 800, "none", 100), ("coarse", 800, "arm", 100), ("coarse", 800, "none", 101),
@@ -231,7 +231,7 @@ def test_from_records_trains_nothing_and_stops_at_the_first_t_without_records(tm
 
 
 def test_from_records_refuses_a_learning_curve_without_records(tmp_path):
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     with pytest.raises(ValueError, match="--from-records: the learning curve has no record in .*train it first"):
         calibration.calibrate("smoke", iterations=(4,), seeds=(100, 101), runs_dir=tmp_path, out_dir=tmp_path / "o",
@@ -245,7 +245,7 @@ def test_the_committed_gpu_records_still_give_the_committed_gpu_calibration(tmp_
     runs new keys and orphans them: this fails then, so the change is made knowingly (rerun the calibration)."""
     import tarfile
 
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     committed = calibration.committed_dir("gpu")
     with tarfile.open(committed.parent / "calibration_runs.tar.gz") as archive:
@@ -270,7 +270,7 @@ def test_the_committed_gpu_records_still_give_the_committed_gpu_calibration(tmp_
 
 
 def test_calibrate_goes_on_to_the_next_t_when_arm_stays_flat_on_fine_labels(tmp_path, monkeypatch):
-    from armlib import calibration
+    from armlib.reproduction import calibration
 
     points = {800: (40.0, 36.0), 1600: (50.0, 44.0)}   # both costs ≥ 8 %
     fine_moved = {800: [True, False], 1600: [True, True]}
@@ -300,8 +300,9 @@ def test_calibrate_sends_its_runs_through_the_chosen_executor(monkeypatch, tmp_p
     """`armlib calibrate --executor slurm ...` reaches execute() (it used to train on the local pool only)."""
     import argparse
 
-    from armlib import calibration, cli
-    from armlib.experiments import ClusterOptions
+    from armlib import cli
+    from armlib.reproduction import calibration
+    from armlib.reproduction.experiments import ClusterOptions
     seen = []
 
     class Stop(Exception):

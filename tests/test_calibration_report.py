@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from armlib import calibration, plots, report  # noqa: E402
+from armlib.reproduction import calibration, plots, report  # noqa: E402
 from armlib.errors import UsageError  # noqa: E402
 
 # {T: (fine mIoU, coarse mIoU)} of the base model, one calibration seed; "traffic light" is never resolved

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from armlib import design, stats
-from armlib.sections import FIXED_SEQUENCE, PLAN_DIR, confirmatory_plan, get_scale, plan_hash
+from armlib.reproduction import design, stats
+from armlib.reproduction.sections import FIXED_SEQUENCE, PLAN_DIR, confirmatory_plan, get_scale, plan_hash
 
 
 def test_sd_upper_bound_covers_sigma_with_the_stated_confidence():
@@ -80,7 +80,7 @@ def test_the_plan_sizes_from_the_upper_bound_in_the_papers_order_within_the_budg
 
 def test_every_confirmatory_run_carries_the_plan_hash_and_no_pilot_run_does(tmp_path):
     """The hash reaches the run's TrainConfig, hence its record's config; pilot-seed runs keep the old key."""
-    from armlib.experiments import plan, run_config
+    from armlib.reproduction.experiments import plan, run_config
     from armlib.runs import run_key
 
     quick = get_scale("quick")

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from armlib import experiments as ex
+from armlib.reproduction import experiments as ex
 from armlib.config import RUNTIME_ONLY, load_config
 from armlib.paths import REPO_ROOT
-from armlib.reproduce import NOTEBOOKS, select
-from armlib import sections as sx
+from armlib.reproduction.reproduce import NOTEBOOKS, select
+from armlib.reproduction import sections as sx
 from armlib.runs import run_key
 
 
@@ -161,7 +161,7 @@ def test_logs_append_one_header_per_attempt_and_failures_show_in_the_bar(tmp_pat
 
 
 def test_a_second_holder_of_the_runs_folder_is_refused_and_a_dead_one_releases_it(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from armlib.experiments import runs_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from armlib.reproduction.experiments import runs_lock\n"
                                f"with runs_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
@@ -194,7 +194,7 @@ def test_signals_as_interrupts_raises_once_keeps_ignored_signals_and_restores_ha
     import signal
     import time
 
-    from armlib.experiments import Interrupted, signals_as_interrupts
+    from armlib.reproduction.experiments import Interrupted, signals_as_interrupts
 
     def mine(signum, frame):
         pass

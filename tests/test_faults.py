@@ -211,8 +211,8 @@ def test_reproduce_into_a_runs_folder_nothing_can_be_written_to_is_one_line(tmp_
 
 @pytest.mark.parametrize("records", ["empty", "truncated"])
 def test_calibrate_from_records_over_an_empty_or_damaged_folder_is_one_line(tmp_path, capsys, records):
-    from armlib import calibration
-    from armlib.sections import get_scale
+    from armlib.reproduction import calibration
+    from armlib.reproduction.sections import get_scale
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -5,9 +5,8 @@ Why (tests/goldens/README.md has the measurements): the smoke scale trains in fl
 configs/smoke.yaml), its images are augmented in float64 and its weights drawn in float64, so what differs between
 CPUs in training is the last bits of a float64 kernel: the trained parameters agree to 1e-10 across oneDNN's
 instruction sets, PyTorch's kernel dispatch and thread counts, where float32's results differed by up to 6.5 mIoU.
-Not yet finished: with two threads or PyTorch's scalar kernels some result numbers still move by up to 5e-3
-relative (a discrete step downstream of training), above :data:`RELATIVE_TOLERANCE`; one thread and oneDNN's own
-ISA choice, as ``make test`` runs, give 0 on the machine measured.
+One kind of number is not a function of the trained parameters: where the Hölder fit's L-BFGS stops; those
+cells (:data:`BOUNDED`) are checked against a bound that holds everywhere.
 
 ``make goldens-check`` sets ``ARMLIB_GOLDEN_RESULTS`` to a fresh smoke reproduction's folder.
 """
@@ -26,6 +25,11 @@ MEASURED = GOLDENS / "spread.json"   # tests/goldens/measure_spread.py writes it
 # |golden − ours| ≤ RELATIVE_TOLERANCE · max(1, |golden|): relative for large numbers, absolute below 1 (p-values,
 # shares). Fixed from the argument above, not from a measured spread; the measurements only have to stay below it.
 RELATIVE_TOLERANCE = 1e-6
+# Cells that are not a function of the trained parameters but of where an iterative fit stops, checked by a bound
+# that holds on every machine instead of their value: (file, claim id, column) → the bound. The Hölder fit's gap
+# (armlib.holder.fit_arm) lies between 1e-14 and 2e-5 depending on which point L-BFGS reaches from an Adam
+# iterate that the last bits decide; its claim asks < 0.02, so the bound is that threshold / 20.
+BOUNDED = {("claims_holder.csv", "holder_arm", "delta"): 1e-3, ("claims_holder.csv", "holder_arm", "value"): 1e-3}
 
 
 def frame_differences(name: str, golden: pd.DataFrame, ours: pd.DataFrame,
@@ -59,7 +63,27 @@ def compare(golden_dir: Path, results_dir: Path, rtol: float = RELATIVE_TOLERANC
         if not path.exists():
             problems.append(f"{golden_path.name}: not written")
             continue
-        problems += frame_differences(golden_path.name, pd.read_csv(golden_path), pd.read_csv(path), rtol)
+        golden, ours = pd.read_csv(golden_path), pd.read_csv(path)
+        problems += bounded_differences(golden_path.name, golden, ours)
+        problems += frame_differences(golden_path.name, golden, ours, rtol)
+    return problems
+
+
+def bounded_differences(name: str, golden: pd.DataFrame, ours: pd.DataFrame) -> list[str]:
+    """Check the :data:`BOUNDED` cells of file ``name`` (golden and ours both below the bound), then set ours to
+    the golden value in place so that :func:`frame_differences` compares every other cell as usual."""
+    problems = []
+    for (file, claim, column), bound in BOUNDED.items():
+        if file != name or "id" not in ours or column not in ours:
+            continue
+        rows = ours.index[ours["id"] == claim]
+        golden_rows = golden.index[golden["id"] == claim] if "id" in golden else []
+        if len(rows) != 1 or len(golden_rows) != 1:
+            continue   # a missing or repeated row: frame_differences reports the shape
+        for frame, row, who in ((golden, golden_rows[0], "golden"), (ours, rows[0], "ours")):
+            if not float(frame.loc[row, column]) < bound:
+                problems.append(f"{name} {claim} {column}: {who} {frame.loc[row, column]!r}, expected < {bound:g}")
+        ours.loc[rows[0], column] = golden.loc[golden_rows[0], column]
     return problems
 
 
@@ -71,6 +95,7 @@ def largest_relative_difference(golden_dir: Path, results_dir: Path) -> float:
     largest = 0.0
     for golden_path in sorted(golden_dir.glob("*.csv")):
         golden, ours = pd.read_csv(golden_path), pd.read_csv(results_dir / golden_path.name)
+        bounded_differences(golden_path.name, golden, ours)   # bounded cells count as equal: their bound held
         for column in golden.columns:
             if pd.api.types.is_numeric_dtype(golden[column]):
                 g, o = golden[column].to_numpy(float), ours[column].to_numpy(float)
@@ -83,7 +108,7 @@ def largest_relative_difference(golden_dir: Path, results_dir: Path) -> float:
 @pytest.mark.skipif("ARMLIB_GOLDEN_RESULTS" not in os.environ,
                     reason="needs a fresh smoke run's results (make goldens-check sets ARMLIB_GOLDEN_RESULTS)")
 def test_smoke_results_match_the_goldens():
-    from armlib import verdicts
+    from armlib.reproduction import verdicts
     from armlib.paths import resolve
 
     verdicts.write(os.environ["ARMLIB_GOLDEN_RESULTS"])   # as reproduce does after the notebooks
@@ -97,9 +122,9 @@ def test_smoke_results_match_the_goldens():
 def test_every_seeds_file_recomputes_byte_equal_from_the_run_records(table, tmp_path):
     """A per-seed file is a function of its runs' records alone (nothing a notebook held in memory): read back
     from runs/nbval without training (Table 6 adds a TTA evaluation of each run, so it is left to its golden)."""
-    from armlib import experiments, results, stats
+    from armlib.reproduction import experiments, results, stats
     from armlib.paths import resolve
-    from armlib.sections import get_scale
+    from armlib.reproduction.sections import get_scale
 
     runs = experiments.plan(table, get_scale("smoke"), resolve("runs/nbval"), None, resolve("data"))
     metrics = {"noise_sweep": ["mIoU"]}   # as report_sections/noise_sweep.py selects; the tables keep all three
@@ -130,6 +155,24 @@ def test_a_number_moved_beyond_the_tolerance_fails_and_within_it_passes(tmp_path
     # and a value below 1 (a p-value, a share) is held to the absolute floor
     assert frame_differences("t", pd.DataFrame({"p": [1e-9]}), pd.DataFrame({"p": [5e-7]})) == []
     assert frame_differences("t", pd.DataFrame({"p": [1e-9]}), pd.DataFrame({"p": [3e-6]})) != []
+
+
+def test_a_bounded_cell_passes_anywhere_below_its_bound_and_fails_above(tmp_path):
+    name = "claims_holder.csv"
+    for path in SMOKE.glob("*.csv"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    frame = pd.read_csv(SMOKE / name)
+    row = frame.index[frame["id"] == "holder_arm"][0]
+    for value, fails in ((5e-4, False), (2e-3, True)):
+        moved = frame.copy()
+        moved.loc[row, ["delta", "value"]] = value
+        moved.to_csv(tmp_path / name, index=False)
+        assert bool(compare(SMOKE, tmp_path)) is fails, value
+    assert largest_relative_difference(SMOKE, tmp_path) == math.inf   # 2e-3 is left: beyond the bound
+    moved.loc[row, "verdict"] = "fails"   # the verdict beside it is still compared exactly
+    moved.loc[row, ["delta", "value"]] = 5e-4
+    moved.to_csv(tmp_path / name, index=False)
+    assert any("holder_arm" in p or f"row {row} verdict" in p for p in compare(SMOKE, tmp_path))
 
 
 def test_text_nan_rows_and_files_must_match_exactly(tmp_path):

@@ -36,7 +36,7 @@ def ref():
 
 # -- which sections read checkpoints --------------------------------------------------------------------------
 
-READERS = {"load_run", "evaluate_run", "iterate_predictions"}   # armlib.analysis: the functions that load a checkpoint
+READERS = {"load_run", "evaluate_run", "iterate_predictions"}   # armlib.reproduction.analysis: the functions that load a checkpoint
 
 
 def _called_names(fn) -> set[str]:
@@ -47,9 +47,9 @@ def _called_names(fn) -> set[str]:
 
 def _reaches_a_reader(fn, seen=None) -> bool:
     """Whether ``fn`` calls a checkpoint reader, directly or through functions of its own module,
-    armlib.report_sections._runs and armlib.experiments (by name: the modules' own functions have distinct names)."""
-    from armlib import experiments
-    from armlib.report_sections import _runs
+    armlib.reproduction.report_sections._runs and armlib.reproduction.experiments (by name: the modules' own functions have distinct names)."""
+    from armlib.reproduction import experiments
+    from armlib.reproduction.report_sections import _runs
 
     seen = set() if seen is None else seen
     names = _called_names(fn)
@@ -69,8 +69,8 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
     no checkpoint of a run trained in an earlier chunk. Its notebook's one <section>.measure call decides."""
     import importlib
 
-    from armlib import experiments, reproduce
-    from armlib.report_sections import learned_curve, paper_tables
+    from armlib.reproduction import experiments, reproduce
+    from armlib.reproduction.report_sections import learned_curve, paper_tables
 
     assert not _reaches_a_reader(experiments.run_table)        # so paper_tables.measure reads one for table6 only
     assert _reaches_a_reader(paper_tables._table6_records)
@@ -79,13 +79,13 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
         source = "".join("".join(c["source"]) for c in json.loads(reproduce.notebook_path(key).read_text())["cells"]
                          if c["cell_type"] == "code")
         (module, table), = set(re.findall(r"(\w+)\.measure\((?:'(\w+)')?", source))
-        measure = importlib.import_module(f"armlib.report_sections.{module}").measure
+        measure = importlib.import_module(f"armlib.reproduction.report_sections.{module}").measure
         if (table == "table6") if module == "paper_tables" else _reaches_a_reader(measure):
             reading.add(key)
     assert reading == set(ref.CHECKPOINT_SECTIONS)
     # Which runs' checkpoints: the figure sections' one need (the base model, first seed), the learned curve's
     # ARM rows of Table 2 (it reads no checkpoint of Table 2's base rows), Table 6 every run (cached per run).
-    from armlib.sections import get_section
+    from armlib.reproduction.sections import get_section
     for key, table, rows, first_only in ref.CHECKPOINT_READS:
         if key == "learned_curve":
             assert f'r.row == "{rows[0]}"' in inspect.getsource(learned_curve.measure)
@@ -97,8 +97,8 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
 
 
 def test_the_gpu_plan_trains_tables_first_then_table_6_then_the_runs_whose_checkpoints_figures_read(ref):
-    from armlib import experiments, reproduce
-    from armlib.sections import get_scale
+    from armlib.reproduction import experiments, reproduce
+    from armlib.reproduction.sections import get_scale
 
     first, tta, last = ref.plan("gpu", list(reproduce.NOTEBOOKS), "runs", "data")
     every = experiments.plan_sections(reproduce.NOTEBOOKS, get_scale("gpu"), "runs", None, "data")
@@ -113,7 +113,7 @@ def test_the_gpu_plan_trains_tables_first_then_table_6_then_the_runs_whose_check
 
 
 def test_a_run_is_packed_when_what_its_section_needs_came_with_it(ref, tmp_path):
-    from armlib.experiments import Run
+    from armlib.reproduction.experiments import Run
 
     def run(name, *files):
         r = Run(name, 0, {}, tmp_path / name)
@@ -147,7 +147,7 @@ def test_the_gate_holds_while_the_committed_gpu_calibration_is_incomplete(ref):
 def test_the_gate_opens_when_the_config_uses_the_chosen_t_and_unresolved_classes(ref, monkeypatch, tmp_path,
                                                                                 calibration, expected):
     from armlib.config import load_config
-    from armlib.sections import get_scale
+    from armlib.reproduction.sections import get_scale
 
     cfg = load_config(get_scale("gpu").config_for({}))
     assert cfg.iterations == 1500 and cfg.unresolved_classes == ()   # what the cases above are written against
@@ -290,7 +290,8 @@ def test_gpu_calibration_sh_calls_calibrate_as_the_committed_calibration_ran(tmp
     and candidate T, and the committed archive unpacks where calibrate looks for its runs."""
     import argparse
 
-    from armlib import calibration, cli
+    from armlib import cli
+    from armlib.reproduction import calibration
     from armlib.commands import flatten
 
     fake = tmp_path / "bin"
@@ -338,10 +339,10 @@ def test_the_pilot_is_the_calibrations_coarse_pairs_at_the_chosen_t(seeds_script
 
 
 def test_seeds_come_from_the_sd_upper_bound(seeds_script):
-    from armlib import stats
+    from armlib.reproduction import stats
 
     if not hasattr(stats, "sd_upper_bound"):
-        pytest.skip("armlib.stats.sd_upper_bound (issue 22's sizing rule) is not on this branch yet")
+        pytest.skip("armlib.reproduction.stats.sd_upper_bound (issue 22's sizing rule) is not on this branch yet")
     s = seeds_script.size(0.38, 5, 1.0, 0.05)
     assert s["sd_upper"] > 0.38                                        # an upper bound, from 4 degrees of freedom
     assert s["seeds_needed"] == pytest.approx(stats.seeds_needed(1.0, s["sd_upper"], alpha=0.05, power=0.8))

@@ -18,7 +18,7 @@ def test_the_contract_can_fail(monkeypatch, tmp_path):
 
     text = (ROOT / "pyproject.toml").read_text()
     start = text.index("[tool.importlinter]")
-    broken = text[start:].replace('"armlib.report",\n', "").replace('"armlib.paths",\n', '"armlib.paths",\n    "armlib.report",\n')
+    broken = text[start:].replace('"armlib.reproduction.report",\n', "").replace('"armlib.paths",\n', '"armlib.paths",\n    "armlib.reproduction.report",\n')
     (tmp_path / "pyproject.toml").write_text(broken)
     monkeypatch.chdir(ROOT)
     assert lint_imports(config_filename=str(tmp_path / "pyproject.toml")) != 0
@@ -31,7 +31,7 @@ def test_the_renderer_contract_can_fail(monkeypatch, tmp_path):
 
     text = (ROOT / "pyproject.toml").read_text()
     start = text.index("[tool.importlinter]")
-    broken = text[start:].replace('forbidden_modules = ["armlib.train",', 'forbidden_modules = ["armlib.stats", "armlib.train",')
+    broken = text[start:].replace('forbidden_modules = ["armlib.train",', 'forbidden_modules = ["armlib.reproduction.stats", "armlib.train",')
     assert broken != text[start:]
     (tmp_path / "pyproject.toml").write_text(broken)
     monkeypatch.chdir(ROOT)

@@ -11,7 +11,7 @@ spec.loader.exec_module(measure_spread)
 
 def test_a_threads_variant_reaches_every_training_run_of_the_smoke_scale(monkeypatch):
     import armlib.cli
-    from armlib import sections
+    from armlib.reproduction import sections
 
     seen = {}
 

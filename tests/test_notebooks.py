@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from armlib.reproduce import GOLDEN_DIR, NOTEBOOKS, notebook_path
+from armlib.reproduction.reproduce import GOLDEN_DIR, NOTEBOOKS, notebook_path
 
 REQUIRED_PARAMETERS = {"scale", "seeds", "data_root", "device", "out_dir", "runs_dir", "jobs"}
 

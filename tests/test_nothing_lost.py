@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 import armlib.train as train_mod
-from armlib import experiments as ex
-from armlib import sections as sx
-from armlib.analysis import RunNotUsable, load_run
+from armlib.reproduction import experiments as ex
+from armlib.reproduction import sections as sx
+from armlib.reproduction.analysis import RunNotUsable, load_run
 from armlib.arm import ARMLoss
 from armlib.cli import main as cli_main
 from armlib.config import load_config
 from armlib.data.loading import prepare_data
 from armlib.errors import UsageError, check_writable
 from armlib.fused import FusedARMLoss
-from armlib.parameters import check_notebook
+from armlib.reproduction.parameters import check_notebook
 from armlib.paths import CONFIG_DIR, REPO_ROOT
 from armlib.runs import (CHECKPOINT, FAILED_STATUSES, LOSS_BOUND_FACTOR, RECORD, CorruptCheckpoint, DamagedRecord,
                          RunFailed, RunsFolderBusy, is_failed, loss_failure, read_checkpoint, read_record)
@@ -103,9 +103,9 @@ def test_analysis_refuses_a_checkpoint_that_is_not_the_records(data_root, tmp_pa
 
 
 def test_figure_sections_mark_a_failed_base_run_instead_of_crashing(tmp_path):
-    from armlib import stats
-    from armlib.report_sections import confidence_quadrants, holder, loss_vs_variance, variance_maps
-    from armlib.report_sections._runs import base_run
+    from armlib.reproduction import stats
+    from armlib.reproduction.report_sections import confidence_quadrants, holder, loss_vs_variance, variance_maps
+    from armlib.reproduction.report_sections._runs import base_run
 
     sc = sx.get_scale("smoke")
     base = base_run(sc, tmp_path / "runs")

@@ -1,7 +1,7 @@
 """The transcription of the paper's Tables 1–6 is complete, and agrees with the deltas the paper prints."""
 import pytest
 
-from armlib.paper import load_paper_results
+from armlib.reproduction.paper import load_paper_results
 
 EXPECTED_ROWS = {
     "table1": {"base", "linear_nodetach", "linear_detach", "linear_focusing"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from armlib.errors import UsageError
-from armlib.parameters import parse_jobs, parse_seeds
+from armlib.reproduction.parameters import parse_jobs, parse_seeds
 
 
 @pytest.mark.parametrize("value, expected", [

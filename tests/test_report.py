@@ -8,8 +8,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from armlib import report, results, stats, verdicts  # noqa: E402
-from armlib.sections import SECTIONS, confirmatory_plan, get_scale  # noqa: E402
+from armlib.reproduction import report, results, stats, verdicts  # noqa: E402
+from armlib.reproduction.sections import SECTIONS, confirmatory_plan, get_scale  # noqa: E402
 
 
 def records(rows: dict[str, list[float]], status: dict | None = None) -> pd.DataFrame:
@@ -143,7 +143,7 @@ def test_the_renderer_refuses_per_seed_results_without_their_verdicts(tmp_path):
 
 def test_compare_says_which_claims_agree_with_a_reference(tmp_path, capsys):
     from armlib.cli import main
-    from armlib.compare import compare_reports
+    from armlib.reproduction.compare import compare_reports
 
     ref, same, other = tmp_path / "ref", tmp_path / "same", tmp_path / "other"
     base = {"base": [60.0, 61.0, 62.0]}
@@ -178,9 +178,9 @@ def test_a_report_never_mixes_two_scales(tmp_path):
 
 def test_table6_tta_miou_leaves_out_the_unresolved_classes_as_every_table(tmp_path, monkeypatch):
     """Issue 22: Table 6's TTA mIoU averaged all classes while the other tables left the unresolved ones out."""
-    from armlib import analysis, experiments
-    from armlib.report_sections import paper_tables
-    from armlib.sections import get_scale
+    from armlib.reproduction import analysis, experiments
+    from armlib.reproduction.report_sections import paper_tables
+    from armlib.reproduction.sections import get_scale
 
     run = experiments.Run("arm@coarse", 0, {}, tmp_path)
     (tmp_path / "record.json").write_text(json.dumps({"status": "ok", "class_names": ["road", "sky", "pole"],

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from armlib import compare, report
+from armlib.reproduction import compare, report
 from armlib.paths import REPO_ROOT
-from armlib.results import folder_state
-from armlib.sections import SECTION_KEYS
+from armlib.reproduction.results import folder_state
+from armlib.reproduction.sections import SECTION_KEYS
 
 REFERENCE = REPO_ROOT / "reports" / "quick"
 

@@ -110,9 +110,9 @@ def test_every_committed_quick_run_keeps_its_key():
     changes and run key) is the one the current code gives that row, so a fresh `make report` reuses those runs."""
     import pandas as pd
 
-    from armlib.experiments import experiment_id
+    from armlib.reproduction.experiments import experiment_id
     from armlib.paths import REPO_ROOT
-    from armlib.sections import get_scale, table_rows
+    from armlib.reproduction.sections import get_scale, table_rows
 
     scale, checked = get_scale("quick"), 0
     for path in sorted((REPO_ROOT / "reports" / "quick" / "results").glob("*_seeds.csv")):

@@ -1,4 +1,4 @@
-"""armlib.stats against independent computations: hand-built Δ with a known t, scipy, loops, a TOST by hand."""
+"""armlib.reproduction.stats against independent computations: hand-built Δ with a known t, scipy, loops, a TOST by hand."""
 import itertools
 import math
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from armlib import stats
-from armlib.sections import EQUIVALENCE, TABLE_CLAIMS, Claim
+from armlib.reproduction import stats
+from armlib.reproduction.sections import EQUIVALENCE, TABLE_CLAIMS, Claim
 
 
 def test_paired_t_matches_a_hand_computation_and_scipy():

@@ -16,7 +16,7 @@ from armlib.cli import main as cli_main
 from armlib.config import TrainConfig, load_config
 from armlib.losses import cross_entropy_map, gce_map, mean_over_valid
 from armlib.paths import CONFIG_DIR
-from armlib.analysis import evaluate_run, iterate_predictions, load_run
+from armlib.reproduction.analysis import evaluate_run, iterate_predictions, load_run
 from armlib.data.loading import prepare_data
 from armlib.runs import CHECKPOINT
 from armlib.train import build_criterion, compute_loss, train
@@ -376,7 +376,7 @@ def test_cli(data_root, tmp_path, capsys):
 
 
 def test_a_seed_pairs_two_rows_init_data_order_and_augmentation(data_root, tmp_path):
-    """The paired statistics (armlib.stats) rest on this: at one seed, two rows start from the same model and see
+    """The paired statistics (armlib.reproduction.stats) rest on this: at one seed, two rows start from the same model and see
     the same batches with the same crops and flips. ARM kept in its isolated phase for the whole run trains the
     model on the plain mean loss, so its model must follow the base model's trajectory step for step; any
     difference in initialisation, data order or augmentation would show in the weights."""

@@ -1,7 +1,7 @@
-"""armlib.tutorial and its notebook ``notebooks/use_arm.ipynb`` (a tutorial, not a report section).
+"""armlib.reproduction.tutorial and its notebook ``notebooks/use_arm.ipynb`` (a tutorial, not a report section).
 
 The golden ``tests/notebooks/use_arm.ipynb`` is the notebook executed by papermill with ``scale="smoke"`` (cwd
-``tests/notebooks``, then ``armlib.reproduce.tidy_golden``); nbval checks its ``# NBVAL_CHECK_OUTPUT`` cells, which
+``tests/notebooks``, then ``armlib.reproduction.reproduce.tidy_golden``); nbval checks its ``# NBVAL_CHECK_OUTPUT`` cells, which
 print only analytic values (shapes, parameter counts) and invariants, never training-derived numbers.
 """
 import ast
@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from armlib import ARMLoss, adversarial_sgd, tutorial
+from armlib import ARMLoss, adversarial_sgd
+from armlib.reproduction import tutorial
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT
 
 NOTEBOOK = NOTEBOOK_DIR / "use_arm.ipynb"
@@ -113,7 +114,7 @@ def test_notebook_holds_no_logic_and_is_not_a_report_section():
         for node in ast.walk(ast.parse(source(cell))):
             assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.If, ast.Lambda,
                                          ast.ListComp, ast.DictComp)), ast.dump(node)[:80]
-    from armlib.sections import SECTION_KEYS
+    from armlib.reproduction.sections import SECTION_KEYS
 
     assert "use_arm" not in SECTION_KEYS
 

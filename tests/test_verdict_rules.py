@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from armlib import stats
+from armlib.reproduction import stats
 from armlib.paths import REPO_ROOT
-from armlib.sections import EQUIVALENCE, FIXED_SEQUENCE, HOLM, PRIMARY, Claim
+from armlib.reproduction.sections import EQUIVALENCE, FIXED_SEQUENCE, HOLM, PRIMARY, Claim
 
 # the opening words of each sentence, in the README's order, and the test below that checks it
 SENTENCES = {
@@ -210,7 +210,7 @@ def test_claims_csv_recomputes_from_the_committed_files_alone(tmp_path):
     """The committed reference's claims.csv is what its per-seed files (results and pilot) give."""
     import shutil
 
-    from armlib import verdicts
+    from armlib.reproduction import verdicts
 
     src = REPO_ROOT / "reports" / "quick"
     for sub in ("results", "pilot"):

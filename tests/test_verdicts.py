@@ -1,4 +1,4 @@
-"""armlib.verdicts and the manifest's threshold claims: one criterion, its prose and its verdict from one place."""
+"""armlib.reproduction.verdicts and the manifest's threshold claims: one criterion, its prose and its verdict from one place."""
 import dataclasses
 import math
 import re
@@ -6,9 +6,9 @@ import re
 import pandas as pd
 import pytest
 
-from armlib import stats, verdicts
+from armlib.reproduction import stats, verdicts
 from armlib.paths import REPO_ROOT
-from armlib.sections import SECTIONS, Section, Threshold, get_section
+from armlib.reproduction.sections import SECTIONS, Section, Threshold, get_section
 
 
 def test_a_threshold_claim_holds_exactly_when_its_criterion_is_met():
@@ -86,10 +86,11 @@ def test_a_prerequisite_must_be_an_earlier_threshold_of_its_section():
 @pytest.mark.parametrize("section", [s for s in SECTIONS if s.thresholds], ids=lambda s: s.key)
 def test_every_threshold_quantity_is_recorded_by_its_section(section):
     """A manifest line naming a quantity its section's measure() never records would always read NaN."""
-    source = (REPO_ROOT / "armlib" / "report_sections" / f"{section.key}.py").read_text()
+    source = (REPO_ROOT / "armlib" / "reproduction" / "report_sections" / f"{section.key}.py").read_text()
     recorded = set(re.findall(r'"(\w+)":', source))
     if section.key == "variance_maps":   # its quantities are analysis.low_variance_boundary_share's keys
-        recorded |= set(re.findall(r'"(\w+)":', (REPO_ROOT / "armlib" / "analysis.py").read_text()))
+        analysis = REPO_ROOT / "armlib" / "reproduction" / "analysis.py"
+        recorded |= set(re.findall(r'"(\w+)":', analysis.read_text()))
     for t in section.thresholds:
         assert t.quantity in recorded and (not t.reference or t.reference in recorded), t.id
 

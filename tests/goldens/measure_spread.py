@@ -36,7 +36,7 @@ from test_goldens import largest_relative_difference  # noqa: E402
 # A reproduction whose training runs and notebooks use ``threads`` torch threads (the smoke scale fixes 1).
 REPRODUCE_WITH_THREADS = """
 import dataclasses, sys
-from armlib import sections
+from armlib.reproduction import sections
 from armlib.cli import main
 threads = int(sys.argv[1])
 sections.SCALES["smoke"] = dataclasses.replace(sections.SCALES["smoke"], threads=threads)

@@ -1,5 +1,5 @@
 """Figures for the notebooks and the report (matplotlib/seaborn). Each function draws what a
-:mod:`armlib.notebook` function returned, saves ``<out_dir>/figures/<key>.png`` and returns the figure.
+:mod:`armlib.reproduction.notebook` function returned, saves ``<out_dir>/figures/<key>.png`` and returns the figure.
 
 Every figure has a title in words (not a section key), is saved at 2× resolution (:data:`DPI`) and shown at 2× in
 a notebook (:func:`sharp_inline_figures`, run on import), and keeps its legend off the data (beside the axes when
@@ -94,7 +94,7 @@ def calibration_learning_curve(curves: pd.DataFrame, chosen_t: int | None, out_d
         if annotation in mean.columns:
             ax.plot(mean.index, mean[annotation], "o-", color=palette[k], label=f"base model, {annotation} labels")
     if {"fine", "coarse"} <= set(mean.columns):
-        # The cost is computed here, not taken from armlib.calibration.coarse_cost: plots and calibration are
+        # The cost is computed here, not taken from armlib.reproduction.calibration.coarse_cost: plots and calibration are
         # sibling layers that may not import each other. tests/test_calibration_report.py pins the two equal.
         for t, fine, coarse in zip(mean.index, mean["fine"], mean["coarse"]):
             if pd.notna(fine) and pd.notna(coarse) and fine:

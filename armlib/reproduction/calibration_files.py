@@ -1,7 +1,7 @@
 """What ``armlib calibrate`` leaves in ``<out_dir>/calibration/`` and how it is read: file names, the coarse cost
 measured from the learning curve, and a checked reader.
 
-:mod:`armlib.calibration` trains the runs and writes these files; the report reads them through
+:mod:`armlib.reproduction.calibration` trains the runs and writes these files; the report reads them through
 :func:`read_calibration`, so rendering a calibrated scale imports nothing that trains.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def read_calibration(out_dir: str | os.PathLike) -> Calibration | None:
     Checks what the report relies on: the keys of ``calibration.json`` (the power figures only when a T was
     chosen), the columns of both CSVs (``arm_learns.csv`` may have no rows: ARM is trained only at a T whose
     coarse cost meets the criterion), and that the coarse cost recorded per T is the one the learning curve gives
-    (:func:`armlib.calibration.coarse_cost`), so the table and the figure cannot come from two calibrations.
+    (:func:`armlib.reproduction.calibration.coarse_cost`), so the table and the figure cannot come from two calibrations.
 
     Raises:
         UsageError: one line naming the file and the key or column: malformed JSON, a missing key or column, a

@@ -3,15 +3,15 @@
 Per section ``<key>``:
 
 * ``<key>_seeds.csv`` — one row per run, seed and metric: table, row, seed, metric, value, status ("ok" or
-  "diverged"), experiment (the content id of the run's config, :func:`armlib.experiments.experiment_id`);
+  "diverged"), experiment (the content id of the run's config, :func:`armlib.reproduction.experiments.experiment_id`);
 * ``<key>.csv`` — the section's summary (tables: mean ± std over finished seeds beside the paper, the seeds and
   the diverged seeds counted; figures: the measured table, e.g. the learned curves per seed with W at init and
   at the end);
-* ``claims_<key>.csv`` — one row per claim, :data:`armlib.stats.CLAIM_COLUMNS`: the threshold claims a figure
+* ``claims_<key>.csv`` — one row per claim, :data:`armlib.reproduction.stats.CLAIM_COLUMNS`: the threshold claims a figure
   section measured, or a comparison section's rows of ``claims.csv``;
 * ``meta_<key>.json`` — provenance (scale, seeds, git revision, hardware, package versions, wall time).
 
-``claims.csv`` (all sections, Holm over the whole primary family) is written by :func:`armlib.verdicts.write`
+``claims.csv`` (all sections, Holm over the whole primary family) is written by :func:`armlib.reproduction.verdicts.write`
 from these files alone, so anyone can re-analyse a committed reference without its runs.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd
 from armlib.errors import UsageError
 from armlib.paths import atomic_write_text, replace_tree, resolve
 from armlib.runs import STATUSES, is_failed
-from armlib.stats import SEED_COLUMNS
+from armlib.reproduction.stats import SEED_COLUMNS
 
 
 def results_dir(out_dir: str | Path) -> Path:
@@ -63,7 +63,7 @@ def folder_state(out_dir: str | Path) -> str | None:
     """What a results folder is when it is not one whole reproduction: None when every section of the manifest
     has its meta file and all record one scale; else one line, ``"mixed scales: ..."`` (a notebook run by hand at
     another scale) and/or ``"incomplete: ..."`` (``reproduce --only``, or sections run by hand), naming them."""
-    from armlib.sections import SECTION_KEYS
+    from armlib.reproduction.sections import SECTION_KEYS
 
     scales: dict[str, list[str]] = {}
     for key in SECTION_KEYS:
@@ -82,7 +82,7 @@ def folder_state(out_dir: str | Path) -> str | None:
 
 def _damaged(path: Path, what: str) -> UsageError:
     """The one-line error for a damaged result file: what is wrong, and the command that writes it again."""
-    from armlib.sections import SECTION_KEYS
+    from armlib.reproduction.sections import SECTION_KEYS
 
     key = path.name.removesuffix(".csv").removesuffix(".json").removesuffix("_seeds")
     key = key.removeprefix("claims_").removeprefix("meta_")
@@ -206,7 +206,7 @@ def attach_pilot(plan: dict | None, out_dir: str | Path) -> Path | None:
 
 def _committed_pilots() -> list[str]:
     """The pilot folders every scale's confirmatory plan names (the committed references' own ``pilot/``)."""
-    from armlib.sections import SCALES, confirmatory_plan
+    from armlib.reproduction.sections import SCALES, confirmatory_plan
 
     return [plan["pilot"]["folder"] for plan in map(confirmatory_plan, SCALES.values()) if plan is not None]
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib import experiments, results, sections, stats
+from armlib.reproduction import experiments, results, sections, stats
 from armlib.paths import resolve
-from armlib.plots import colour, rgb, save
-from armlib.report_sections._runs import FIGURE_IMAGES
-from armlib.sections import get_scale
+from armlib.reproduction.plots import colour, rgb, save
+from armlib.reproduction.report_sections._runs import FIGURE_IMAGES
+from armlib.reproduction.sections import get_scale
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",
             jobs=None) -> tuple[dict, list[dict]]:
     """Fig. 1: fine and coarse labels of a few training images, and the coarse-label statistics."""
-    from armlib.analysis import training_dataset_for_figures
+    from armlib.reproduction.analysis import training_dataset_for_figures
 
     sc = get_scale(scale)
     base = sections.row()

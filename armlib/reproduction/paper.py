@@ -15,7 +15,7 @@ METRICS = ("aAcc", "mAcc", "mIoU")
 
 @cache
 def _tables() -> dict:
-    return json.loads(resources.files("armlib").joinpath("paper_results.json").read_text())["tables"]
+    return json.loads(resources.files("armlib.reproduction").joinpath("paper_results.json").read_text())["tables"]
 
 
 def load_paper_results() -> dict:

@@ -1,6 +1,6 @@
 """What every notebook calls around its section: start the clock, show frames and claims, finish with the meta file.
 
-A section's own work (runs → result files, and its figure) is its module in :mod:`armlib.report_sections`;
+A section's own work (runs → result files, and its figure) is its module in :mod:`armlib.reproduction.report_sections`;
 this module holds what all notebooks share: :func:`start`, :func:`show`, :func:`show_claims`,
 :func:`structure`, :func:`finish` (``results/meta_<key>.json``), and :func:`write_training_meta`.
 """
@@ -11,16 +11,16 @@ import time
 
 import pandas as pd
 
-from armlib import experiments, stats, verdicts
-from armlib.parameters import check_notebook, parse_seeds
+from armlib.reproduction import experiments, stats, verdicts
+from armlib.reproduction.parameters import check_notebook, parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, read_record, versions
-from armlib.sections import get_scale, get_section
+from armlib.reproduction.sections import get_scale, get_section
 
 # -- bookkeeping ---------------------------------------------------------------------------------------
 
 def start(key: str, parameters: dict) -> float:
-    """Check the section and the notebook's parameters (its ``globals()``, :func:`armlib.parameters.check_notebook`:
+    """Check the section and the notebook's parameters (its ``globals()``, :func:`armlib.reproduction.parameters.check_notebook`:
     a misspelt name or a wrong type is refused, naming it), and start the notebook's clock."""
     get_section(key)
     get_scale(check_notebook(parameters)["scale"])
@@ -65,7 +65,7 @@ def _data_description(scale: str, data_root) -> str:
 def show(df: pd.DataFrame, digits: int = 2) -> str:
     """A data frame as fixed-width text, rounded, for notebooks.
 
-    A :func:`armlib.stats.summarize` frame becomes one line per row: "mean ± std (paper)" per metric, the
+    A :func:`armlib.reproduction.stats.summarize` frame becomes one line per row: "mean ± std (paper)" per metric, the
     seeds and the diverged seeds.
     """
     if not len(df):
@@ -89,7 +89,7 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
 
 def show_claims(claims: pd.DataFrame) -> str:
     """One line per claim: verdict, text, our Δ with its 95 % CI and p (the family-adjusted one for primaries), the
-    paper's Δ; a confirmatory claim (:func:`armlib.stats.staged_claims`) says so."""
+    paper's Δ; a confirmatory claim (:func:`armlib.reproduction.stats.staged_claims`) says so."""
     if claims is None or not len(claims):
         return "(no claim can be checked at this scale)"
     lines = []

@@ -1,7 +1,7 @@
 """Tables 1–6 — the paper's tables: runs → per-seed results → mean ± std beside the paper, and the bars.
 
 Six report sections share this module (their rows and claims differ only in the manifest,
-:data:`armlib.sections.TABLES` and :data:`armlib.sections.TABLE_CLAIMS`): ``notebooks/table<N>.ipynb`` calls
+:data:`armlib.reproduction.sections.TABLES` and :data:`armlib.reproduction.sections.TABLE_CLAIMS`): ``notebooks/table<N>.ipynb`` calls
 :func:`measure` and :func:`plot` with its key.
 """
 from __future__ import annotations
@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from armlib import arm, experiments, results, sections, stats, verdicts
+from armlib import arm
+from armlib.reproduction import experiments, results, sections, stats, verdicts
 from armlib.paths import atomic_write_text
-from armlib.plots import save
+from armlib.reproduction.plots import save
 from armlib.runs import is_failed, read_record
-from armlib.sections import get_scale
+from armlib.reproduction.sections import get_scale
 
 
 def measure(table: str, scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",
@@ -55,7 +56,7 @@ def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataF
 def tta_metrics(run: experiments.Run, scale: sections.Scale, device="auto") -> dict:
     """Multi-scale + flip evaluation of a finished run in the scale's mIoU (its unresolved classes left out, as
     every other table: :func:`armlib.metrics.reported_metrics`), cached in ``<run>/tta.json``."""
-    from armlib.analysis import evaluate_run
+    from armlib.reproduction.analysis import evaluate_run
     from armlib.metrics import reported_metrics
 
     cache = run.out / "tta.json"

@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from armlib import analysis, arm, experiments, results, sections, stats, verdicts
-from armlib.plots import legend_beside, save
-from armlib.report_sections._runs import ANALYSIS_IMAGES, pixels
+from armlib import arm
+from armlib.reproduction import analysis, experiments, results, sections, stats, verdicts
+from armlib.reproduction.plots import legend_beside, save
+from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, pixels
 from armlib.runs import is_failed, read_record
-from armlib.sections import get_scale
+from armlib.reproduction.sections import get_scale
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",

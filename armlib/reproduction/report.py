@@ -1,10 +1,10 @@
 """Render ``<out_dir>/index.html``: one self-contained page (figures inlined), readable offline.
 
-Reads only files under ``<out_dir>``: the notebooks' result files (:mod:`armlib.results`: per-seed results,
+Reads only files under ``<out_dir>``: the notebooks' result files (:mod:`armlib.reproduction.results`: per-seed results,
 summaries, meta files, ``figures/<section>*.png``) and the verdicts of every claim, ``results/claims.csv``, which
-:func:`armlib.verdicts.write` evaluates once from them (``armlib report`` and ``armlib reproduce`` run it first).
+:func:`armlib.reproduction.verdicts.write` evaluates once from them (``armlib report`` and ``armlib reproduce`` run it first).
 When ``armlib calibrate`` wrote ``<out_dir>/calibration/``, a Calibration section says why the scale's T is what
-it is (:func:`armlib.calibration_files.read_calibration`). It computes no verdict and imports nothing that trains
+it is (:func:`armlib.reproduction.calibration_files.read_calibration`). It computes no verdict and imports nothing that trains
 (an import-linter contract in pyproject.toml). No number is typed into the report by hand.
 """
 from __future__ import annotations
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from armlib import stats, verdicts
+from armlib.reproduction import stats, verdicts
 from armlib.arm import MOVED_THRESHOLD
-from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, Calibration,
+from armlib.reproduction.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU, Calibration,
                                       cost_column, read_calibration)
 from armlib.errors import UsageError, check_report_dir, check_writable
-from armlib.paper import load_paper_results
+from armlib.reproduction.paper import load_paper_results
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import folder_state, read_csv, read_json, read_seed_results, with_pilot
+from armlib.reproduction.results import folder_state, read_csv, read_json, read_seed_results, with_pilot
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -255,7 +255,7 @@ def _figures(folder: Path, key: str) -> str:
     return "".join(out)
 
 
-# --- Calibration: armlib calibrate's files under <out_dir>/calibration/ (armlib.calibration_files reads them) ---
+# --- Calibration: armlib calibrate's files under <out_dir>/calibration/ (armlib.reproduction.calibration_files reads them) ---
 
 CALIBRATION_FIGURE = "calibration_learning_curve"   # plots.calibration_learning_curve saves figures/<this>.png
 # (tests/test_calibration_report.py fails if the two names part); no section key is a prefix of it
@@ -343,7 +343,7 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
         why = (f"{CALIBRATION_DIR}/ holds no {SUMMARY_FILE}" if (out_dir / CALIBRATION_DIR).is_dir()
                else f"no {CALIBRATION_DIR}/ folder")
         return head + f"<p class=muted>This scale was not calibrated ({why}).</p>"
-    from armlib import plots   # matplotlib only when there is a figure to draw
+    from armlib.reproduction import plots   # matplotlib only when there is a figure to draw
 
     summary, chosen = cal.summary, cal.summary["chosen_T"]
     seeds = sorted({int(s) for frame in (cal.curves, cal.arms) if len(frame) for s in frame["seed"]})
@@ -395,7 +395,7 @@ def _calibration_section(cal: Calibration | None, out_dir: Path) -> str:
 
 def _model_roles(scales: set[str]) -> str:
     """E.g. "ResNet101 → deeplabv3plus_tiny": the rows keep the paper's labels, this says what stood in."""
-    from armlib.sections import SCALES
+    from armlib.reproduction.sections import SCALES
 
     names = {"r50": "ResNet50", "r101": "ResNet101 / DeepLabV3+", "ocr": "OCR"}
     parts = [f"{names[k]} → {v or 'not run at this scale'}" for s in sorted(scales) if s in SCALES
@@ -407,7 +407,7 @@ def _claims(out_dir: Path) -> pd.DataFrame:
     claims = verdicts.read(out_dir)
     if claims is None and any((out_dir / "results").glob("*_seeds.csv")):
         raise UsageError(f"{out_dir / 'results'} has per-seed results but no {verdicts.CLAIMS_FILE}: run `armlib "
-                         "report` (it evaluates the claims first) or armlib.verdicts.write")
+                         "report` (it evaluates the claims first) or armlib.reproduction.verdicts.write")
     return claims if claims is not None else stats.threshold_claims_frame([])
 
 
@@ -440,7 +440,7 @@ def _result(c: dict) -> str:
 def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> str:
     """The verdicts a reviewer reads in one minute: the confirmatory plan's comparisons in its order, the pilot's
     primary ones, the tested secondary ones, then counts of what could not be tested and of the thresholds."""
-    from armlib.sections import plan_hash
+    from armlib.reproduction.sections import plan_hash
 
     if not len(claims):
         return "<p>No claim could be checked.</p>"
@@ -493,7 +493,7 @@ FOREST_FIGURE = "forest_verdicts"   # figures/<this>.png; no section key is a pr
 
 def _forest(claims: pd.DataFrame, out_dir: Path, plan: dict | None) -> str:
     """The forest plot of every tested comparison (primary first: confirmatory, then the pilot), inlined."""
-    from armlib import plots
+    from armlib.reproduction import plots
 
     distinct = [c for c in stats.distinct_verdicts(claims).to_dict("records") if _tested(c)] if len(claims) else []
     if not distinct:
@@ -545,15 +545,15 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
 
     On top, before any table: a forest plot of every tested comparison and the verdicts as a list; then the setup
     with each row's seeds (pilot and confirmatory apart), the calibration and the sections. Every table shows the
-    scale's mIoU, each experiment with all its seeds wherever it appears (:func:`armlib.stats.unify_experiments`).
+    scale's mIoU, each experiment with all its seeds wherever it appears (:func:`armlib.reproduction.stats.unify_experiments`).
     With ``<out_dir>/calibration/calibration.json`` (``armlib calibrate``) the page has a Calibration section and
     ``figures/calibration_learning_curve.png`` is drawn; without it the section says the scale was not calibrated.
 
     Raises:
         UsageError: a calibration file is malformed (:func:`read_calibration`), or there are per-seed results
-            but no ``results/claims.csv`` (run :func:`armlib.verdicts.write` first); nothing is written then.
+            but no ``results/claims.csv`` (run :func:`armlib.reproduction.verdicts.write` first); nothing is written then.
     """
-    from armlib.sections import SCALES, SECTIONS, confirmatory_plan
+    from armlib.reproduction.sections import SCALES, SECTIONS, confirmatory_plan
 
     out_dir = resolve(out_dir)
     results, figures = out_dir / "results", out_dir / "figures"
@@ -652,7 +652,7 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
 
 
 def run(args) -> int:
-    """``armlib report``: evaluate every claim (:func:`armlib.verdicts.write`), then render the page."""
+    """``armlib report``: evaluate every claim (:func:`armlib.reproduction.verdicts.write`), then render the page."""
     folder = check_report_dir(args.out_dir)  # a typo in --out-dir rendered an empty report silently
     check_writable(folder, "--out-dir")   # before anything is computed, not at the last write
     verdicts.write(args.out_dir)

@@ -8,8 +8,8 @@ nothing. Per primary comparison the plan fixes, before any confirmatory seed run
   ARM on coarse labels "by a considerable margin", then "consistent improvements" on fine labels), and Holm
   would test that central claim at α/5 at its first step, 21 seeds instead of 14 at the pilot's bound;
 * n: the seeds a two-sided paired t-test (TOST within ±1 mIoU for OHEM) needs for 80 % power at α against the
-  paper's effect relative to its base, carried to our base (:func:`armlib.stats.seeds_needed`), with σ the
-  pilot's one-sided 80 % upper confidence bound (Browne 1995, :func:`armlib.stats.sd_upper_bound`);
+  paper's effect relative to its base, carried to our base (:func:`armlib.reproduction.stats.seeds_needed`), with σ the
+  pilot's one-sided 80 % upper confidence bound (Browne 1995, :func:`armlib.reproduction.stats.sd_upper_bound`);
 * how the budget is spent: in :data:`ORDER`, a comparison is funded when its n fits in what is left; the first
   that does not fit gets what is left (its power and the n it needs are in the plan) and the sequence stops
   there, since no later comparison can be confirmed unless it is. The order is the paper's, never the pilot's
@@ -17,7 +17,7 @@ nothing. Per primary comparison the plan fixes, before any confirmatory seed run
 
 The budget is what ``make report`` trains: every row at the scale's seeds, plus the confirmatory seeds; the
 pilot's other seeds stay in the committed pilot (``reports/<scale>/pilot/``) and are retrained on request only.
-``python -m armlib.design`` writes ``configs/plans/<scale>.json``; ``tests/test_design.py`` recomputes it from the
+``python -m armlib.reproduction.design`` writes ``configs/plans/<scale>.json``; ``tests/test_design.py`` recomputes it from the
 committed pilot, so the plan cannot drift from the numbers it claims to come from.
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from armlib import stats
+from armlib.reproduction import stats
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import read_csv
-from armlib.sections import (ALPHA, EQUIVALENCE, EQUIVALENCE_MARGIN, FIXED_SEQUENCE, PLAN_DIR, POWER, PRIMARY,
+from armlib.reproduction.results import read_csv
+from armlib.reproduction.sections import (ALPHA, EQUIVALENCE, EQUIVALENCE_MARGIN, FIXED_SEQUENCE, PLAN_DIR, POWER, PRIMARY,
                              SD_CONFIDENCE, SECTION_KEYS, TABLE_CLAIMS, claim_by_id, get_scale, table_rows)
 
 # The primary comparisons in the paper's order of emphasis, one claim each: the abstract's two (ARM on coarse,
@@ -64,7 +64,7 @@ def run_wall_s(pilot_dir: str | Path) -> float:
 
 def runs_at_scale_seeds(scale) -> int:
     """Runs ``make report`` trains without any confirmatory seed: every section's rows at the scale's seeds."""
-    from armlib.experiments import plan_sections
+    from armlib.reproduction.experiments import plan_sections
 
     bare = dataclasses.replace(scale, plan=None, primary_seeds=None)
     with tempfile.TemporaryDirectory() as runs_dir:

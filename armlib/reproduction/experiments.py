@@ -1,4 +1,4 @@
-"""Planning and running the training runs of the report's sections (the grid itself is :mod:`armlib.sections`).
+"""Planning and running the training runs of the report's sections (the grid itself is :mod:`armlib.reproduction.sections`).
 
 A table row is a set of config overrides on top of the scale's base config (``configs/<scale>.yaml``); its runs
 live in a folder named by content (:func:`experiment_id`), so rows that mean the same experiment in several
@@ -39,7 +39,7 @@ from armlib.paths import REPO_ROOT, resolve
 from armlib.runs import (CHECKPOINT, LOG, RECORD, CorruptCheckpoint, read_checkpoint, read_record, run_key,
                          write_failed_record)
 from armlib.runs import LOCK_NAME, RunsFolderBusy, runs_lock  # noqa: F401 (the lock reproduce takes, re-exported)
-from armlib.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
+from armlib.reproduction.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_scale, get_section,
                              plan_hash, table_rows)
 
 
@@ -109,7 +109,7 @@ def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None, data_root="
 
 
 def plan_sections(keys, scale: Scale, runs_dir: str | Path = "runs", seeds=None, data_root="data") -> list[Run]:
-    """Every run the given report sections need (:attr:`armlib.sections.Section.needs`), each once."""
+    """Every run the given report sections need (:attr:`armlib.reproduction.sections.Section.needs`), each once."""
     runs = []
     for key in keys:
         for need in get_section(key).needs:

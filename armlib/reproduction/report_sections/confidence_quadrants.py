@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from armlib import analysis, results, stats, verdicts
-from armlib.plots import not_run_figure, save
-from armlib.report_sections._runs import ANALYSIS_IMAGES, base_run, ensure, pixels, unusable
-from armlib.sections import get_scale
+from armlib.reproduction import analysis, results, stats, verdicts
+from armlib.reproduction.plots import not_run_figure, save
+from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, base_run, ensure, pixels, unusable
+from armlib.reproduction.sections import get_scale
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",

@@ -16,8 +16,8 @@ per-seed difference Δ_s = metric[a]_s − metric[b]_s cancels the seed's shared
 Verdicts, one vocabulary: **reproduced** (significant in the paper's direction, or equivalent within the margin),
 **contradicted** (significant in the opposite direction; for equivalence, the whole 95 % interval outside the
 margin), **inconclusive** (neither), **not run** (a row is not run at this scale). The primary family (the paper's
-central claims, :data:`armlib.sections.PRIMARY`) is adjusted across its distinct comparisons: Holm by default
-(the pilot), a fixed sequence in the paper's order under a confirmatory plan (:mod:`armlib.design`); secondary
+central claims, :data:`armlib.reproduction.sections.PRIMARY`) is adjusted across its distinct comparisons: Holm by default
+(the pilot), a fixed sequence in the paper's order under a confirmatory plan (:mod:`armlib.reproduction.design`); secondary
 claims keep their raw p and are exploratory. Claims that are thresholds, not comparisons, say **holds** / **fails**.
 
 Failed runs (:func:`armlib.runs.is_failed`: diverged, value NaN) are never dropped: they stay in every table, marked,
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from armlib.paper import paper_label, paper_value, table_metrics
+from armlib.reproduction.paper import paper_label, paper_value, table_metrics
 from armlib.runs import is_failed
-from armlib.sections import ALPHA, EQUIVALENCE, FIXED_SEQUENCE, HOLM, POWER, PRIMARY, SD_CONFIDENCE, Claim
+from armlib.reproduction.sections import ALPHA, EQUIVALENCE, FIXED_SEQUENCE, HOLM, POWER, PRIMARY, SD_CONFIDENCE, Claim
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
 HOLDS, FAILS = "holds", "fails"
@@ -269,7 +269,7 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
 # -- per-seed results ------------------------------------------------------------------------------------
 
 def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Long per-seed results (:data:`SEED_COLUMNS`) from :func:`armlib.experiments.collect`'s frame.
+    """Long per-seed results (:data:`SEED_COLUMNS`) from :func:`armlib.reproduction.experiments.collect`'s frame.
 
     ``records`` has one row per run with columns row, seed, status, experiment and one column per metric
     (or ``experiment_<metric>`` where each metric is its own run, as in Table 6).
@@ -309,7 +309,7 @@ def summarize(seeds: pd.DataFrame, scale: str, skipped: Mapping[str, str] | None
               table: str | None = None) -> pd.DataFrame:
     """Mean ± SD over finished seeds per (row, metric), the diverged seeds counted, beside the paper's value.
 
-    ``skipped`` ({row: reason}, :func:`armlib.sections.skipped_rows`) adds the rows not run at this scale with
+    ``skipped`` ({row: reason}, :func:`armlib.reproduction.sections.skipped_rows`) adds the rows not run at this scale with
     the reason in ``note``, so a table never silently loses a row of the paper's.
     """
     out = []
@@ -386,7 +386,7 @@ def evaluate_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
     Args:
         seeds: per-seed results (:data:`SEED_COLUMNS`) of every table the claims refer to; a failed run
             (:func:`armlib.runs.is_failed`) enters its comparisons at :data:`WORST`.
-        claims: {table: claims}, e.g. :data:`armlib.sections.TABLE_CLAIMS`.
+        claims: {table: claims}, e.g. :data:`armlib.reproduction.sections.TABLE_CLAIMS`.
         procedure: the primary family's multiplicity procedure, ``"holm"`` or ``"fixed sequence"``.
         order: for the fixed sequence, claim ids in the order tested (one per distinct primary comparison; the
             comparisons of the other claims follow it).
@@ -498,7 +498,7 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
     """Every claim's verdict, pilot and confirmation kept apart (column ``stage``).
 
     Without a plan: :func:`evaluate_claims` on every seed, stage "". With a confirmatory plan
-    (:func:`armlib.sections.confirmatory_plan`): the pilot (every seed the plan does not name) as
+    (:func:`armlib.reproduction.sections.confirmatory_plan`): the pilot (every seed the plan does not name) as
     :func:`evaluate_claims` gives it, stage "pilot", exploratory whatever its family; and the plan's primary
     comparisons on its confirmatory seeds alone, stage "confirmatory", id ``<claim>@confirmatory``, tested as the
     plan says (its procedure, in its order, at its α). A comparison the plan could not fund says so.

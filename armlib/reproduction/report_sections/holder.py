@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from armlib import holder, results, stats, verdicts
-from armlib.plots import legend_beside, save
-from armlib.report_sections._runs import measured_loss_curve
+from armlib import holder
+from armlib.reproduction import results, stats, verdicts
+from armlib.reproduction.plots import legend_beside, save
+from armlib.reproduction.report_sections._runs import measured_loss_curve
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",

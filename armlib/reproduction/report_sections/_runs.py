@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from armlib import analysis, experiments, sections
+from armlib.reproduction import analysis, experiments, sections
 from armlib.runs import is_failed, read_record
-from armlib.sections import get_scale
+from armlib.reproduction.sections import get_scale
 
 
 FIGURE_IMAGES = 4          # images painted in Fig. 1 / Fig. 4
@@ -24,7 +24,7 @@ def ensure(run: experiments.Run, sc, data_root, device, jobs=None):
 
 def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fine: bool = False):
     """Per-pixel v, CE loss, prediction and labels of a trained run on ``n_images`` of a split."""
-    from armlib.analysis import iterate_predictions
+    from armlib.reproduction.analysis import iterate_predictions
 
     out = {"v": [], "loss": [], "pred": [], "target": [], "fine": [], "image": []}
     for image, target, fine, logits in iterate_predictions(run.out, split=split, limit=n_images, device=device,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib import experiments, results, stats, verdicts
-from armlib.plots import legend_beside, save
-from armlib.sections import get_scale
+from armlib.reproduction import experiments, results, stats, verdicts
+from armlib.reproduction.plots import legend_beside, save
+from armlib.reproduction.sections import get_scale
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports", runs_dir="runs",

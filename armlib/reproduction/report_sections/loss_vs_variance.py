@@ -9,9 +9,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib import analysis, results, stats, verdicts
-from armlib.plots import save
-from armlib.report_sections._runs import measured_loss_curve
+from armlib.reproduction import analysis, results, stats, verdicts
+from armlib.reproduction.plots import save
+from armlib.reproduction.report_sections._runs import measured_loss_curve
 
 
 def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir="reports",

@@ -22,7 +22,7 @@ from armlib import commands
 from armlib.errors import UsageError, check_out_folder
 from armlib.paths import NOTEBOOK_DIR, REPO_ROOT, resolve
 from armlib.config import DEVICES
-from armlib.sections import SCALES, SECTION_KEYS, confirmatory_plan, get_scale
+from armlib.reproduction.sections import SCALES, SECTION_KEYS, confirmatory_plan, get_scale
 
 NOTEBOOKS = list(SECTION_KEYS)            # notebooks/<key>.ipynb, in report order
 GOLDEN_DIR = REPO_ROOT / "tests" / "notebooks"
@@ -50,17 +50,17 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
               cluster=None) -> Path:
     """Run the selected notebooks at ``scale`` and render ``<out_dir>/index.html``; return its path.
 
-    Holds ``<runs_dir>/<scale>/.lock`` throughout (:func:`armlib.experiments.runs_lock`), so a second
+    Holds ``<runs_dir>/<scale>/.lock`` throughout (:func:`armlib.reproduction.experiments.runs_lock`), so a second
     reproduction into the same runs folder is refused instead of training into the same run folders.
-    ``executor`` and ``cluster`` choose where the training runs go (:func:`armlib.experiments.execute`).
+    ``executor`` and ``cluster`` choose where the training runs go (:func:`armlib.reproduction.experiments.execute`).
 
     Raises:
-        armlib.experiments.RunsFolderBusy, FileNotFoundError (missing data), RuntimeError (failed runs),
+        armlib.reproduction.experiments.RunsFolderBusy, FileNotFoundError (missing data), RuntimeError (failed runs),
         ValueError (unknown notebook or scale).
     """
     import papermill
 
-    from armlib import calibration, experiments, notebook, report, results, verdicts
+    from armlib.reproduction import calibration, experiments, notebook, report, results, verdicts
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
@@ -93,7 +93,7 @@ def plan_text(scale: str = "quick", only: list[str] | None = None, data_root: st
     Raises:
         FileNotFoundError: a real dataset the plan needs is missing (the same check ``reproduce`` makes first).
     """
-    from armlib import experiments
+    from armlib.reproduction import experiments
 
     keys = select(only)
     sc = get_scale(scale)
@@ -130,7 +130,7 @@ def make_goldens(only: list[str] | None = None) -> list[Path]:
                                    cwd=str(GOLDEN_DIR), progress_bar=False, kernel_name="python3")
         tidy_golden(target)
         written.append(target)
-    from armlib import verdicts
+    from armlib.reproduction import verdicts
 
     verdicts.write(GOLDEN_PARAMETERS["out_dir"])   # the comparison sections' claims, as reproduce evaluates them
     results = resolve(GOLDEN_PARAMETERS["out_dir"]) / "results"
@@ -189,7 +189,7 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 def run_reproduce(args) -> int:
     """``armlib reproduce``: 0 with the report's path; 2 with one line for what the user gave (a folder nothing
     can be written to, a bad setting); 1 with one error line for a failure; 128 + signal when interrupted."""
-    from armlib import experiments
+    from armlib.reproduction import experiments
 
     args.seeds = commands.flatten(args.seeds)
     for name in ("data_root", "out_dir", "runs_dir"):   # absolute Paths (armlib.commands); notebooks get strings

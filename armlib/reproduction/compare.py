@@ -1,7 +1,7 @@
 """`armlib compare REFERENCE_DIR MY_DIR`: does a rerun agree with a committed reference, claim by claim?
 
 Both folders are report folders (``armlib reproduce --out-dir``). Their claims are evaluated afresh from the
-result files (:func:`armlib.verdicts.evaluate`, nothing written), so the comparison rests on the raw results. A
+result files (:func:`armlib.reproduction.verdicts.evaluate`, nothing written), so the comparison rests on the raw results. A
 comparison claim *agrees* when the verdicts match and each mean Δ lies inside the other's 95 % interval (two
 runs of one experiment on different machines differ within seed noise, not more); a threshold claim agrees when
 its verdict matches. A claim one folder has not run (absent, or "not run" there while the other has a verdict) is
@@ -33,7 +33,7 @@ def compare_reports(reference: str | os.PathLike, mine: str | os.PathLike) -> pd
     "missing"), ``agrees`` (bool: status == "agrees") and ``why``."""
     import pandas as pd
 
-    from armlib.verdicts import evaluate   # here: they import pandas and torch, and `armlib compare --help` must not
+    from armlib.reproduction.verdicts import evaluate   # here: they import pandas and torch, and `armlib compare --help` must not
 
     ref = evaluate(check_report_dir(reference, "REFERENCE")).set_index("id")
     new = evaluate(check_report_dir(mine, "MINE")).set_index("id")

@@ -4,14 +4,14 @@ Reading order: :class:`Scale` (how big a reproduction is), the experiment grid (
 config overrides on the scale's base config), :class:`Claim` (what the paper asserts between two rows),
 :class:`Threshold` (a measured quantity against a fixed criterion), and :data:`SECTIONS` (per report section its
 notebook, heading, the paper's statement, the runs it needs and its threshold claims). ``armlib reproduce``, the
-run planner (:mod:`armlib.experiments`), the verdicts (:mod:`armlib.verdicts`) and the report (:mod:`armlib.report`)
-all derive from here: adding a section is one :class:`Section` entry, one module in :mod:`armlib.report_sections`
+run planner (:mod:`armlib.reproduction.experiments`), the verdicts (:mod:`armlib.reproduction.verdicts`) and the report (:mod:`armlib.reproduction.report`)
+all derive from here: adding a section is one :class:`Section` entry, one module in :mod:`armlib.reproduction.report_sections`
 (``measure`` and ``plot``) and ``notebooks/<key>.ipynb``; adding a threshold claim is one :class:`Threshold`
 (over a quantity the section's ``measure`` records).
 
 Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in Tables 1–5)
 resolve to the same run, so it is trained once per seed and shared, and a claim that several tables repeat is
-one distinct comparison (:func:`armlib.stats.evaluate_claims` counts it once).
+one distinct comparison (:func:`armlib.reproduction.stats.evaluate_claims` counts it once).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from armlib.thresholds import MOVED_THRESHOLD, SUPPRESSION_THRESHOLD
-from armlib.parameters import parse_seeds
+from armlib.reproduction.parameters import parse_seeds
 from armlib.paths import CONFIG_DIR, resolve
 
 
@@ -43,7 +43,7 @@ class Scale:
     dataset_configs: dict = field(default_factory=dict)  # dataset -> its own base config (else ``config``)
     primary_seeds: tuple[int, ...] | None = None  # seeds of the rows of primary claims (None: ``seeds``); under
     #                                               a confirmatory plan these are its pilot, rerun on request only
-    plan: str | None = None          # confirmatory plan file in configs/plans/ (armlib.design writes it)
+    plan: str | None = None          # confirmatory plan file in configs/plans/ (armlib.reproduction.design writes it)
 
     def seeds_for(self, row_name: str, table: str, seeds=None) -> tuple[int, ...]:
         """The seeds a row runs with: ``seeds`` when given (``--seeds``); under a confirmatory plan the scale's
@@ -312,7 +312,7 @@ _OPS = {"<": operator.lt, ">": operator.gt, "≥": operator.ge}
 class Threshold:
     """A claim a section measures against a fixed criterion: it holds when the measured ``quantity`` ``op``
     ``bound`` (and, with ``reference``, exceeds that second measured quantity too). The criterion's prose, the
-    claims files' ``threshold`` column and the verdict (:func:`armlib.verdicts.thresholds`) all come from these
+    claims files' ``threshold`` column and the verdict (:func:`armlib.reproduction.verdicts.thresholds`) all come from these
     fields, so a new claim over a quantity the section's ``measure`` already records is this one line.
 
     ``after``: the id of a claim of the same seed that must hold first (ARM's curve must have moved); where it
@@ -375,7 +375,7 @@ class Section:
 
     ``measures`` says what the notebook measures, ``figure`` the PNG it saves (``figures/<key>*.png``), and
     ``thresholds`` its threshold claims (figure sections): a new one is one :class:`Threshold` here, over a
-    quantity its ``measure`` records (:func:`armlib.verdicts.thresholds`).
+    quantity its ``measure`` records (:func:`armlib.reproduction.verdicts.thresholds`).
     """
 
     key: str
@@ -504,7 +504,7 @@ PLAN_DIR = CONFIG_DIR / "plans"
 
 
 def confirmatory_plan(scale: Scale) -> dict | None:
-    """The scale's confirmatory plan (``configs/plans/<Scale.plan>``, written by :mod:`armlib.design` from the
+    """The scale's confirmatory plan (``configs/plans/<Scale.plan>``, written by :mod:`armlib.reproduction.design` from the
     pilot and committed before any confirmatory seed ran); None when the scale has none.
 
     Raises:

@@ -1,10 +1,10 @@
 """Every claim's verdict, evaluated in one place from the result files: ``results/claims.csv``.
 
 A threshold claim's verdict is :func:`thresholds` of the quantity its section measured, against the criterion the
-manifest declares (:class:`armlib.sections.Threshold`); the section writes it to ``claims_<key>.csv``.
-Comparison claims (:data:`armlib.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
+manifest declares (:class:`armlib.reproduction.sections.Threshold`); the section writes it to ``claims_<key>.csv``.
+Comparison claims (:data:`armlib.reproduction.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
 (``<key>_seeds.csv``) and the committed pilot together, pilot and confirmatory apart under the scale's plan
-(:func:`armlib.stats.staged_claims`); threshold claims are read as their sections measured them
+(:func:`armlib.reproduction.stats.staged_claims`); threshold claims are read as their sections measured them
 (``claims_<key>.csv`` of a section without per-seed results). :func:`write` runs once, after every notebook,
 and writes ``claims.csv`` and, for each comparison section, its view ``claims_<key>.csv``; the report and
 ``armlib compare`` read them. A notebook that runs before the others shows :func:`section_claims`: the same
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from armlib import stats
+from armlib.reproduction import stats
 from armlib.paths import atomic_write_text, resolve
-from armlib.results import read_csv, read_json, read_seed_results, results_dir, with_pilot
-from armlib.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
+from armlib.reproduction.results import read_csv, read_json, read_seed_results, results_dir, with_pilot
+from armlib.reproduction.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
                              get_section)
 
 CLAIMS_FILE = "claims.csv"
 
 
 def evaluate(out_dir: str | Path = "reports") -> pd.DataFrame:
-    """Every claim of every section from ``<out_dir>/results`` alone (:data:`armlib.stats.CLAIM_COLUMNS`),
+    """Every claim of every section from ``<out_dir>/results`` alone (:data:`armlib.reproduction.stats.CLAIM_COLUMNS`),
     in report order: comparisons recomputed from the per-seed files, threshold claims as their sections wrote
     them. Writes nothing."""
     folder = results_dir(out_dir)
@@ -83,7 +83,7 @@ def finding(claims: pd.DataFrame) -> str:
 
 
 def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None, why: str | None = None) -> list[dict]:
-    """The claims-file rows of every threshold claim of section ``key`` (its :class:`armlib.sections.Threshold`
+    """The claims-file rows of every threshold claim of section ``key`` (its :class:`armlib.reproduction.sections.Threshold`
     lines in the manifest, in their order), from the quantities its ``measure`` recorded: ``measured`` maps each
     claim's ``quantity`` (and ``reference``) key to a value; a key it lacks counts as not measured (NaN).
 
@@ -108,7 +108,7 @@ def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None,
 
 def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
     """Every comparison claim of the sections in ``seeds``, pilot and confirmatory apart under the scale's plan
-    (:func:`armlib.stats.staged_claims`), each experiment with all its seeds (:func:`armlib.stats.unify_experiments`)."""
+    (:func:`armlib.reproduction.stats.staged_claims`), each experiment with all its seeds (:func:`armlib.reproduction.stats.unify_experiments`)."""
     present = set(seeds.table.unique())
     return stats.staged_claims(stats.unify_experiments(seeds),
                                {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},

@@ -17,7 +17,7 @@ run, checked 3 on coarse labels only; the quick reference then showed ARM unmove
 (seed 1, shape change 0.031 at T = 3200), so the rule now checks fine labels too (fine-label ARM is trained at a T
 only once every coarse-label seed moved there). Both checks are on whether ARM learns, never on its gain. The ARM
 and base runs at each T also give the paired SD of ARM − base, which sizes the reporting seeds
-(:func:`armlib.stats.seeds_needed`); its mean is written down and never used to choose anything.
+(:func:`armlib.reproduction.stats.seeds_needed`); its mean is written down and never used to choose anything.
 
 Calibration seeds start at 100 (:data:`CALIBRATION_SEEDS`), apart from the reporting seeds 0, 1, …: a scale
 calibrated on the seeds it reports would be tuned on its own test data. ``armlib calibrate`` runs it and writes
@@ -38,18 +38,18 @@ import numpy as np
 import pandas as pd
 
 from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, shape_pull
-from armlib.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
+from armlib.reproduction.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
                                       coarse_cost)
 from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
-from armlib.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
+from armlib.reproduction.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
                                  signals_as_interrupts)
 from armlib.metrics import reported_metrics
 from armlib.errors import UsageError
 from armlib.runs import CURVES, read_record
 from armlib.training.step import build_criterion
 from armlib.paths import REPO_ROOT, atomic_write_text, replace_tree, resolve
-from armlib.sections import ARM_ROW, get_scale, row
-from armlib.stats import minimal_detectable_effect, seeds_needed
+from armlib.reproduction.sections import ARM_ROW, get_scale, row
+from armlib.reproduction.stats import minimal_detectable_effect, seeds_needed
 
 MIN_COARSE_COST = 0.08   # issue 11: coarse labels must cost the base model ≥ 8 % of its fine mIoU
 RULE_HISTORY = ("The fine-label clause was added on 2026-11-30, after the quick reference showed ARM's curve flat in "
@@ -225,7 +225,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete);
     its cells say "cut off", with the count over the seed pairs that finished, if any; no T is chosen.
     ``executor`` and ``cluster`` say where the runs train, as for ``armlib reproduce``
-    (:func:`armlib.experiments.execute`).
+    (:func:`armlib.reproduction.experiments.execute`).
 
     Raises:
         ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds; with
