@@ -4,8 +4,9 @@ Runs the smoke reproduction once per variant (``KEY=VALUE`` environment settings
 instruction set or PyTorch's scalar kernels, and ``threads=N`` for N torch threads in every training run and
 notebook), compares each variant's result files with ``tests/goldens/smoke/`` (tests/test_goldens.py's
 ``largest_relative_difference``) and writes ``tests/goldens/spread.json``: per variant its largest relative
-difference, ``inf`` where any text, NaN or row differed. ``--left-out`` variants are run the same way and recorded
-apart: they were not looked at when the design was argued, and show that it holds beyond what was measured.
+difference, ``inf`` where any text, NaN or row differed, and apart the values of the cells checked by a bound
+(``BOUNDED``). ``--left-out`` variants are run the same way and recorded apart: they were not looked at when the
+design was argued, and show that it holds beyond what was measured.
 Rerun it after ``make goldens``:
 
     .venv/bin/python tests/goldens/measure_spread.py --variant ONEDNN_MAX_CPU_ISA=AVX2 \\
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDENS = ROOT / "tests" / "goldens"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_goldens import largest_relative_difference  # noqa: E402
+from test_goldens import BOUNDED, largest_relative_difference  # noqa: E402
 
 # A reproduction whose training runs and notebooks use ``threads`` torch threads (the smoke scale fixes 1).
 REPRODUCE_WITH_THREADS = """
@@ -62,6 +63,17 @@ def run_variant(settings: list[str], workdir: Path) -> Path:
     return out / "results"
 
 
+def bounded_values(results: Path) -> dict[str, float]:
+    """The value of each :data:`BOUNDED` cell in ``results`` (not in the spread: they are checked by a bound)."""
+    import pandas as pd
+
+    values = {}
+    for file, claim, column in BOUNDED:
+        frame = pd.read_csv(results / file)
+        values[f"{file} {claim} {column}"] = float(frame.loc[frame["id"] == claim, column].iloc[0])
+    return values
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
@@ -69,14 +81,16 @@ def main(argv=None) -> int:
     parser.add_argument("--left-out", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="settings of a run recorded apart, as a check the measurement did not see")
     args = parser.parse_args(argv)
-    found: dict[str, dict[str, float]] = {"variants": {}, "left_out": {}}
+    found: dict[str, dict] = {"variants": {}, "left_out": {}, "bounded": {}}
     tmp = Path(tempfile.mkdtemp(prefix="measure_spread_"))   # kept when a reproduction fails, to read its logs
     jobs = [("variants", "default")] + [("variants", v) for v in args.variant] + \
            [("left_out", v) for v in args.left_out]
     for i, (kind, variant) in enumerate(jobs):
         settings = [] if variant == "default" else variant.split(",")
-        spread = largest_relative_difference(GOLDENS / "smoke", run_variant(settings, tmp / f"v{i}"))
+        results = run_variant(settings, tmp / f"v{i}")
+        spread = largest_relative_difference(GOLDENS / "smoke", results)
         found[kind][variant] = spread
+        found["bounded"][variant] = bounded_values(results)
         print(f"{kind} {variant}: largest relative difference {spread:.3g}", flush=True)
     shutil.rmtree(tmp)
     from armlib.runs import cpu_name
