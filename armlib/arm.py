@@ -37,6 +37,11 @@ Where a PyTorch user trains:
   reweighted, "aux" enters as ``aux_weight`` (0.4, the paper's §4.2) times its plain mean cross-entropy,
   never reweighted, as the trainer does: the paper reweights the decode head's loss (ARM's input is the
   prediction's confidence), and its auxiliary FCN head keeps mmsegmentation's plain loss.
+
+One module of about 520 lines, over the suite's 400, on purpose: the weight function, its normalisation, the
+adversarial optimiser group and the DDP averaging are one mechanism that ``tests/test_arm.py`` exercises
+together, and this file is training code whose syntax tree the run keys fingerprint (``tests/test_runs.py``):
+splitting it would move every committed run's key for no change in what it computes.
 """
 from __future__ import annotations
 

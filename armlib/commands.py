@@ -77,12 +77,12 @@ def scale_names() -> list[str]:
     return list(SCALES)
 
 
-EXECUTORS = ("pool", "submitit-local", "slurm")   # where training runs go (armlib.reproduction.experiments.execute)
+EXECUTORS = ("pool", "submitit-local", "slurm")   # where training runs go (armlib.reproduction.executors.execute)
 
 
 def add_executor_arguments(parser) -> None:
     """``--executor`` (one of :data:`EXECUTORS`) and the submitit job's resources, for every command that
-    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`armlib.reproduction.experiments.cluster_options` reads them
+    trains runs (``armlib reproduce``, ``armlib calibrate``); :func:`armlib.reproduction.executors.cluster_options` reads them
     back."""
     group = parser.add_argument_group("executor", "where training runs go: 'pool' (default) runs `armlib train` "
                                       "processes on this machine; 'submitit-local' and 'slurm' submit one "

@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib.reproduction import calibration, experiments, notebook, reproduce, verdicts  # noqa: E402
+from armlib.reproduction import calibration, executors, experiments, notebook, reproduce, verdicts  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.paths import resolve  # noqa: E402
 from armlib.reproduction.report_sections import paper_tables  # noqa: E402
@@ -191,19 +191,19 @@ def chunk(args) -> int:
         return FAILED
     sc = get_scale(args.scale)
     status, sections_done = CUT, False
-    # The cap's SIGTERM goes through experiments.signals_as_interrupts: every training run is stopped cleanly.
+    # The cap's SIGTERM goes through executors.signals_as_interrupts: every training run is stopped cleanly.
     timer = threading.Timer(args.seconds, os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
     timer.start()
     try:
-        with experiments.signals_as_interrupts():
-            experiments.execute(first, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+        with executors.signals_as_interrupts():
+            executors.execute(first, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (records suffice)")
-            experiments.execute(tta, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+            executors.execute(tta, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (Table 6)")
             for r in tta:   # cached in the run folder, so Table 6 needs no checkpoint of it later
                 paper_tables.tta_metrics(r, sc, args.device)
-            experiments.execute(last, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
+            executors.execute(last, sc, data_root=args.data_root, device=args.device, jobs=args.jobs,
                                 desc="reference runs (checkpoints read)")
             run_sections(args.scale, args.only, args.runs_dir, args.data_root, args.sections_dir, args.device,
                          args.jobs)

@@ -302,7 +302,7 @@ def test_calibrate_sends_its_runs_through_the_chosen_executor(monkeypatch, tmp_p
 
     from armlib import cli
     from armlib.reproduction import calibration
-    from armlib.reproduction.experiments import ClusterOptions
+    from armlib.reproduction.executors import ClusterOptions
     seen = []
 
     class Stop(Exception):

@@ -464,7 +464,7 @@ def test_output_fingerprint_is_pinned_to_synth_version(tmp_path):
 def test_a_healthy_parallel_generation_prints_no_worker_traceback_under_the_signal_handlers(tmp_path):
     """`make report`'s log showed "Interrupted: SIGTERM" from a pool worker of a generation that succeeded: the
     workers inherited reproduce's SIGTERM handler and Pool.terminate() ends every pool."""
-    probe = ("import sys; from armlib.data.synth import generate; from armlib.reproduction.experiments import signals_as_interrupts\n"
+    probe = ("import sys; from armlib.data.synth import generate; from armlib.reproduction.executors import signals_as_interrupts\n"
              f"with signals_as_interrupts(): generate(sys.argv[1], seed=3, n_train=4, n_val=2, size={SIZE!r}, workers=2)")
     proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "set")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)

@@ -101,3 +101,13 @@ def test_a_changed_plan_has_another_hash(monkeypatch):
     changed = {**plan, "alpha": 0.04}
     assert plan_hash(changed) != plan_hash(plan) and plan_hash(json.loads(json.dumps(plan))) == plan_hash(plan)
     assert (PLAN_DIR / "quick.json").exists()
+
+
+def test_an_unreadable_plan_is_one_line_naming_its_file(tmp_path):
+    """The message once named a ``scale`` the reader does not have: a NameError instead of this line."""
+    from armlib.reproduction.sections import _read_plan
+
+    bad = tmp_path / "quick.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"quick\.json: this confirmatory plan is unreadable .*restore it from git"):
+        _read_plan(bad)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from armlib.reproduction import experiments as ex
+from armlib.reproduction import executors
 from armlib.config import RUNTIME_ONLY, load_config
 from armlib.paths import REPO_ROOT
 from armlib.reproduction.reproduce import NOTEBOOKS, select
@@ -19,7 +20,7 @@ from armlib.runs import run_key
 def test_every_row_is_a_valid_config(scale, table, tmp_path):
     sc = sx.get_scale(scale)
     for name, spec in sx.table_rows(table, sc).items():
-        cfg = load_config(sc.config_for(spec), [f"{k}={ex._yaml_value(v)}" for k, v in
+        cfg = load_config(sc.config_for(spec), [f"{k}={ex.yaml_value(v)}" for k, v in
                                                 ex.overrides(spec, sc, tmp_path).items()])
         assert cfg.model == spec["model"] and cfg.reweight == spec["reweight"], name
 
@@ -128,9 +129,9 @@ def test_execute_skips_finished_runs_and_records_divergence(tmp_path, monkeypatc
         launched.append(r.out)
         return [sys.executable, "-c", "raise FloatingPointError('non-finite loss at iteration 7')"]
 
-    monkeypatch.setattr(ex, "_command", command)
-    monkeypatch.setattr(ex, "_prepare_data", lambda *a: None)
-    ex.execute(runs, sc, progress=False)
+    monkeypatch.setattr(executors, "_command", command)
+    monkeypatch.setattr(executors, "_prepare_data", lambda *a: None)
+    executors.execute(runs, sc, progress=False)
     assert launched == [runs[1].out]
     record = json.loads(runs[1].record_path.read_text())
     assert record["status"] == "diverged" and "iteration 7" in record["message"]
@@ -140,40 +141,40 @@ def test_execute_skips_finished_runs_and_records_divergence(tmp_path, monkeypatc
 
 def test_a_crashed_run_fails_loudly_naming_its_log(tmp_path, monkeypatch):
     sc, runs = fake_runs(tmp_path, 1)
-    monkeypatch.setattr(ex, "_command", lambda *a: [sys.executable, "-c", "raise SystemExit(3)"])
-    monkeypatch.setattr(ex, "_prepare_data", lambda *a: None)
+    monkeypatch.setattr(executors, "_command", lambda *a: [sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(executors, "_prepare_data", lambda *a: None)
     with pytest.raises(RuntimeError, match="train.log"):
-        ex.execute(runs, sc, progress=False)
+        executors.execute(runs, sc, progress=False)
     assert not runs[0].record_path.exists()
 
 
 def test_logs_append_one_header_per_attempt_and_failures_show_in_the_bar(tmp_path, monkeypatch, capsys):
     sc, runs = fake_runs(tmp_path, 1)
-    assert "--resume" in ex._command(runs[0], sc, tmp_path, "cpu", 0)   # a checkpoint left behind is resumed
-    monkeypatch.setattr(ex, "_command", lambda *a: [sys.executable, "-c", "print('attempt'); raise SystemExit(3)"])
-    monkeypatch.setattr(ex, "_prepare_data", lambda *a: None)
+    assert "--resume" in executors._command(runs[0], sc, tmp_path, "cpu", 0)   # a checkpoint left behind is resumed
+    monkeypatch.setattr(executors, "_command", lambda *a: [sys.executable, "-c", "print('attempt'); raise SystemExit(3)"])
+    monkeypatch.setattr(executors, "_prepare_data", lambda *a: None)
     for _ in range(2):
         with pytest.raises(RuntimeError, match="1 of 1 run"):
-            ex.execute(runs, sc, progress=True)
+            executors.execute(runs, sc, progress=True)
     assert "failed=1" in capsys.readouterr().err
     log = (runs[0].out / "train.log").read_text()
     assert log.count("fresh start") == 2 and log.count("attempt\n") == 2 and log.count("exit code 3") == 2
 
 
 def test_a_second_holder_of_the_runs_folder_is_refused_and_a_dead_one_releases_it(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from armlib.reproduction.experiments import runs_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from armlib.reproduction.executors import runs_lock\n"
                                f"with runs_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ex.RunsFolderBusy, match=f"in use by armlib pid {holder.pid} on"):
-            with ex.runs_lock(tmp_path):
+        with pytest.raises(executors.RunsFolderBusy, match=f"in use by armlib pid {holder.pid} on"):
+            with executors.runs_lock(tmp_path):
                 pass
     finally:
         holder.kill()   # SIGKILL: no cleanup code runs, the OS releases the lock
         holder.wait()
-    with ex.runs_lock(tmp_path):
-        with ex.runs_lock(tmp_path):   # reentrant (notebook kernels of a reproduce)
+    with executors.runs_lock(tmp_path):
+        with executors.runs_lock(tmp_path):   # reentrant (notebook kernels of a reproduce)
             pass
 
 
@@ -194,7 +195,7 @@ def test_signals_as_interrupts_raises_once_keeps_ignored_signals_and_restores_ha
     import signal
     import time
 
-    from armlib.reproduction.experiments import Interrupted, signals_as_interrupts
+    from armlib.reproduction.executors import Interrupted, signals_as_interrupts
 
     def mine(signum, frame):
         pass
@@ -228,7 +229,7 @@ def test_commands_offer_the_registries_names(command):
     cli.add_command_arguments(command, parser)
     choices = {a.dest: a.choices for a in parser._actions}
     assert list(choices["scale"]) == list(sx.SCALES)
-    assert list(choices["executor"]) == list(ex.EXECUTORS)
+    assert list(choices["executor"]) == list(executors.EXECUTORS)
     if "device" in choices:
         assert list(choices["device"]) == list(DEVICES)
 
@@ -240,7 +241,7 @@ def test_the_bar_counts_training_steps_from_the_runs_logs(tmp_path, monkeypatch,
     total = sum(ex.run_config(r, sc).iterations for r in runs)
     runs[0].out.mkdir(parents=True, exist_ok=True)
     (runs[0].out / "log.csv").write_text("iteration,loss\n10,1.0\n20,0.9\n")   # a resumed run: 20 steps done
-    progress = ex.StepProgress(runs, sc, "data", "runs", enabled=True, poll_s=0.01)
+    progress = executors.StepProgress(runs, sc, "data", "runs", enabled=True, poll_s=0.01)
     assert progress.bar.total == total and progress.bar.n == 20
     (runs[1].out).mkdir(parents=True, exist_ok=True)
     (runs[1].out / "log.csv").write_text("iteration,loss\n10,1.0\n")

@@ -69,10 +69,10 @@ def test_checkpoint_sections_are_the_sections_whose_notebook_reloads_a_model(ref
     no checkpoint of a run trained in an earlier chunk. Its notebook's one <section>.measure call decides."""
     import importlib
 
-    from armlib.reproduction import experiments, reproduce
+    from armlib.reproduction import executors, reproduce
     from armlib.reproduction.report_sections import learned_curve, paper_tables
 
-    assert not _reaches_a_reader(experiments.run_table)        # so paper_tables.measure reads one for table6 only
+    assert not _reaches_a_reader(executors.run_table)        # so paper_tables.measure reads one for table6 only
     assert _reaches_a_reader(paper_tables._table6_records)
     reading = set()
     for key in reproduce.NOTEBOOKS:

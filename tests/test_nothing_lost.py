@@ -20,6 +20,7 @@ from torch import nn
 
 import armlib.train as train_mod
 from armlib.reproduction import experiments as ex
+from armlib.reproduction import executors
 from armlib.reproduction import sections as sx
 from armlib.reproduction.analysis import RunNotUsable, load_run
 from armlib.arm import ARMLoss
@@ -280,9 +281,9 @@ def test_reproduce_sets_an_unreadable_checkpoint_aside_and_retrains(tmp_path, mo
     # the training command: fails, as `armlib train --resume` did, unless the checkpoint was set aside
     script = (f"import json, os; assert not os.path.exists({str(run.out / CHECKPOINT)!r}), 'stuck'; "
               f"open({str(run.record_path)!r}, 'w').write(json.dumps({{'metrics': {{'mIoU': 1}}}}))")
-    monkeypatch.setattr(ex, "_command", lambda *a: [sys.executable, "-c", script])
-    monkeypatch.setattr(ex, "_prepare_data", lambda *a: None)
-    ex.execute([run], sc, progress=False)
+    monkeypatch.setattr(executors, "_command", lambda *a: [sys.executable, "-c", script])
+    monkeypatch.setattr(executors, "_prepare_data", lambda *a: None)
+    executors.execute([run], sc, progress=False)
     assert run.record_path.exists() and (run.out / "checkpoint.pt.corrupt").exists()
     assert "unreadable checkpoint" in (run.out / "train.log").read_text()
 

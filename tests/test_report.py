@@ -1,6 +1,7 @@
 """Per-seed results → claims → HTML, on hand-made result files with a known answer."""
 import json
 import math
+from html.parser import HTMLParser
 
 import matplotlib
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from armlib.reproduction import report, results, stats, verdicts  # noqa: E402
+from armlib.reproduction import report, report_cells, results, stats, verdicts  # noqa: E402
 from armlib.reproduction.sections import SECTIONS, confirmatory_plan, get_scale  # noqa: E402
 
 
@@ -212,3 +213,56 @@ def test_reproduce_attaches_the_committed_pilot_and_a_scale_without_a_plan_drops
     assert not copy.exists()   # a smoke report never joins the quick pilot's seeds
     results.attach_pilot(None, REPO_ROOT / "reports" / "quick")
     assert committed.is_dir()   # the committed pilot itself is never removed
+
+
+class _Headings(HTMLParser):
+    """A page's h2 headings in order, each with the visible text (img alt included) up to the next one."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self.heading = [], False   # [heading, text under it]
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h2":
+            self.parts.append(["", ""])
+        self.heading = self.heading or tag == "h2"
+        if tag == "img" and self.parts:
+            self.parts[-1][1] += f" [{dict(attrs)['alt']}] "
+
+    def handle_endtag(self, tag):
+        self.heading = self.heading and tag != "h2"
+
+    def handle_data(self, data):
+        if self.parts:
+            self.parts[-1][0 if self.heading else 1] += data
+
+
+def test_the_committed_reference_renders_every_claim_in_its_section_in_the_page_order(tmp_path):
+    """The committed quick reference, rendered from a copy (render writes index.html and figures/ into its folder):
+    the verdicts before the first table, the headings in the page's order, every claim's text in its own section,
+    every figure inlined once."""
+    import re
+    import shutil
+
+    from armlib.paths import REPO_ROOT
+
+    folder = tmp_path / "quick"
+    shutil.copytree(REPO_ROOT / "reports" / "quick", folder)
+    page = report.render(folder).read_text()
+    assert page.index("<h2>Verdicts, each distinct comparison once</h2>") < page.index("<h2>Every tested comparison")
+    assert page.index('alt="forest_verdicts"') < page.index("<table") < page.index("<h2 id=calibration>")
+    parser = _Headings()
+    parser.feed(page)
+    sections = {h: re.sub(r"\s+", " ", text) for h, text in parser.parts}
+    scale = get_scale("quick")
+    heading = {s.key: report_cells.what_ran(s.heading, scale) for s in SECTIONS}   # the page names what ran
+    assert [h for h, _ in parser.parts] == ["Verdicts, each distinct comparison once", "Every tested comparison", "Setup",
+                                            "Contents", "Calibration: how this scale's T was chosen", *heading.values()]
+    assert re.findall(r'<li><a href="#(\w+)">', page) == ["calibration", *heading]
+    claims = pd.read_csv(folder / "results" / "claims.csv")
+    assert len(claims) > 100 and set(claims.table) <= set(heading)
+    for c in claims.itertuples():
+        text = str(c.text) if c.test == "threshold" else report_cells.what_ran(str(c.text), scale)
+        assert text in sections[heading[c.table]], c.id
+    shown = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert sorted(shown) == sorted(p.stem for p in (folder / "figures").glob("*.png"))

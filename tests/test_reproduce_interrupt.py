@@ -153,7 +153,7 @@ def test_a_second_reproduce_on_a_busy_runs_folder_is_refused_in_one_line(tmp_pat
     decides the outcome: checked during a live reproduce's notebooks, it once found the lock already released)."""
     runs = tmp_path / "runs" / "smoke"
     runs.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from armlib.reproduction.experiments import runs_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from armlib.reproduction.executors import runs_lock\n"
                                f"with runs_lock({str(runs)!r}):\n print('held', flush=True); time.sleep(120)"],
                               env=env(), stdout=subprocess.PIPE, text=True)
     try:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from armlib.reproduction import stats
+from armlib.reproduction import stats, verdict_rules
 from armlib.reproduction.sections import EQUIVALENCE, TABLE_CLAIMS, Claim
 
 
@@ -105,7 +105,7 @@ def test_verdicts_reproduced_contradicted_inconclusive():
                          "down": [9, 10.1, 11, 11.9, 13], "noise": [10.5, 10.5, 12.5, 12.5, 14.0]})
     claims = {"t": [Claim("up", "", "up", "base"), Claim("down", "", "down", "base"),
                     Claim("noise", "", "noise", "base")]}
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
+    v = verdict_rules.evaluate_claims(seeds, claims).set_index("id")
     assert v.loc["up", "verdict"] == "reproduced"
     assert v.loc["down", "verdict"] == "contradicted"
     assert v.loc["noise", "verdict"] == "inconclusive" and "MDE" in v.loc["noise", "note"]
@@ -113,16 +113,16 @@ def test_verdicts_reproduced_contradicted_inconclusive():
 
 def test_one_seed_is_inconclusive_whatever_the_difference():
     seeds = _seeds("t", {"a": [90.0], "b": [10.0]})
-    v = stats.evaluate_claims(seeds, {"t": [Claim("c", "", "a", "b")]}).iloc[0]
-    assert v.verdict == "inconclusive" and "one paired seed" in v.note and stats.one_seed_note(1)
+    v = verdict_rules.evaluate_claims(seeds, {"t": [Claim("c", "", "a", "b")]}).iloc[0]
+    assert v.verdict == "inconclusive" and "one paired seed" in v.note and verdict_rules.one_seed_note(1)
 
 
 def test_equivalence_claims_use_tost():
     seeds = _seeds("t", {"ohem": [10.05, 11.0, 11.95, 13.02, 14.0], "base": [10, 11, 12, 13, 14]})
-    v = stats.evaluate_claims(seeds, {"t": [Claim("e", "", "ohem", "base", test=EQUIVALENCE, margin=1.0)]}).iloc[0]
+    v = verdict_rules.evaluate_claims(seeds, {"t": [Claim("e", "", "ohem", "base", test=EQUIVALENCE, margin=1.0)]}).iloc[0]
     assert v.verdict == "reproduced" and v.p_tost < 0.05
     far = _seeds("t", {"ohem": [13, 14.1, 15, 15.9, 17], "base": [10, 11, 12, 13, 14]})
-    v = stats.evaluate_claims(far, {"t": [Claim("e", "", "ohem", "base", test=EQUIVALENCE, margin=1.0)]}).iloc[0]
+    v = verdict_rules.evaluate_claims(far, {"t": [Claim("e", "", "ohem", "base", test=EQUIVALENCE, margin=1.0)]}).iloc[0]
     assert v.verdict == "contradicted"
 
 
@@ -131,28 +131,28 @@ def test_a_diverged_seed_is_never_dropped_and_enters_the_test_at_zero():
     paired test (tests/test_verdict_rules.py holds the rule's tests)."""
     rows = {"arm": [11, 12.2, 13, 13.8, math.nan], "base": [10, 11, 12, 13, 14]}
     seeds = _seeds("t", rows, status={("arm", 4): "diverged"})
-    v = stats.evaluate_claims(seeds, {"t": [Claim("c", "", "arm", "base")]}).iloc[0]
+    v = verdict_rules.evaluate_claims(seeds, {"t": [Claim("c", "", "arm", "base")]}).iloc[0]
     assert v.verdict == "inconclusive" and "1 of 5 seeds of arm diverged" in v.note and v.n_diverged_a == 1
     assert v.n == 5 and v.delta == pytest.approx(np.mean([1, 1.2, 1, 0.8, -14]))
     summary = stats.summarize(seeds, "quick").set_index("row")
     assert summary.loc["arm", "n"] == 5 and summary.loc["arm", "n_diverged"] == 1
     every = _seeds("t", {"arm": [math.nan] * 3, "base": [10, 11, 12]},
                    status={("arm", s): "diverged" for s in range(3)})
-    assert stats.evaluate_claims(every, {"t": [Claim("c", "", "arm", "base")]}).iloc[0].verdict == "contradicted"
+    assert verdict_rules.evaluate_claims(every, {"t": [Claim("c", "", "arm", "base")]}).iloc[0].verdict == "contradicted"
 
 
 def test_divergence_the_paper_predicts_reproduces_it():
     claim = Claim("l1", "", "l1", "l2", -1, diverges=True)
     seeds = _seeds("t", {"l1": [math.nan, math.nan, 5.0], "l2": [10, 11, 12]},
                    status={("l1", 0): "diverged", ("l1", 1): "diverged"})
-    assert stats.evaluate_claims(seeds, {"t": [claim]}).iloc[0].verdict == "reproduced"
+    assert verdict_rules.evaluate_claims(seeds, {"t": [claim]}).iloc[0].verdict == "reproduced"
     seeds = _seeds("t", {"l1": [math.nan, 9.0, 9.5], "l2": [10, 11, 12]}, status={("l1", 0): "diverged"})
-    assert stats.evaluate_claims(seeds, {"t": [claim]}).iloc[0].verdict != "reproduced"
+    assert verdict_rules.evaluate_claims(seeds, {"t": [claim]}).iloc[0].verdict != "reproduced"
 
 
 def test_claims_whose_rows_did_not_run_are_listed_not_dropped():
     seeds = _seeds("table3", {"coarse_r101_arm": [1.0, 2.0], "coarse_r101_base": [0.0, 1.0]})
-    v = stats.evaluate_claims(seeds, {"table3": TABLE_CLAIMS["table3"]})
+    v = verdict_rules.evaluate_claims(seeds, {"table3": TABLE_CLAIMS["table3"]})
     assert len(v) == len(TABLE_CLAIMS["table3"])
     assert set(v[v.a.str.contains("r50")].verdict) == {"not run"}
 
@@ -160,7 +160,7 @@ def test_claims_whose_rows_did_not_run_are_listed_not_dropped():
 def test_paper_delta_beside_ours_relative_to_the_paper_base():
     seeds = _seeds("table5", {"coarse_arm": [46, 47, 48], "coarse_base": [45, 45.5, 47.5]})
     claims = {"table5": [c for c in TABLE_CLAIMS["table5"] if c.id == "t5_coarse_arm"]}
-    v = stats.evaluate_claims(seeds, claims).iloc[0]
+    v = verdict_rules.evaluate_claims(seeds, claims).iloc[0]
     assert v.paper_delta == pytest.approx(71.94 - 70.33) and v.paper_base == pytest.approx(70.33)
     assert v.paper_relative_pct == pytest.approx(100 * 1.61 / 70.33)
     assert v.ours_relative_pct == pytest.approx(100 * 1.0 / np.mean([45, 45.5, 47.5]))
@@ -169,7 +169,7 @@ def test_paper_delta_beside_ours_relative_to_the_paper_base():
 def test_seeds_needed_for_the_paper_effect_at_our_base():
     seeds = _seeds("table5", {"coarse_arm": [45.5, 46.0, 45.2, 46.4, 45.9], "coarse_base": [45, 45.5, 45.0, 45.6, 45.1]})
     claims = {"table5": [c for c in TABLE_CLAIMS["table5"] if c.id == "t5_coarse_arm"]}
-    v = stats.evaluate_claims(seeds, claims).iloc[0]
+    v = verdict_rules.evaluate_claims(seeds, claims).iloc[0]
     effect = (71.94 - 70.33) / 70.33 * np.mean([45, 45.5, 45.0, 45.6, 45.1])
     assert v.paper_effect_at_our_base == pytest.approx(effect)
     assert v.n_needed == pytest.approx(stats.seeds_needed(effect, v.sd, v.alpha))
@@ -178,12 +178,12 @@ def test_seeds_needed_for_the_paper_effect_at_our_base():
 
 def test_paper_status_tells_diverged_from_absent_and_collapsed_bases_are_not_scaled():
     seeds = _seeds("table1", {"linear_detach": [62.0, 63.1, 64.0], "linear_nodetach": [4.0, 5.0, 4.5]})
-    v = stats.evaluate_claims(seeds, {"table1": [c for c in TABLE_CLAIMS["table1"] if c.id == "t1_detach"]}).iloc[0]
+    v = verdict_rules.evaluate_claims(seeds, {"table1": [c for c in TABLE_CLAIMS["table1"] if c.id == "t1_detach"]}).iloc[0]
     assert v.paper_effect_at_our_base == pytest.approx(72.13 - 4.03)   # in points: the paper's base collapsed
     assert v.paper_status == "" and "outside our 95 % CI" in v.note and "size does not" in v.note
     noise = _seeds("noise_sweep", {"arm@1": [1.0, 2.0], "base@1": [0.0, 1.0]})
-    w = stats.evaluate_claims(noise, {"noise_sweep": [Claim("n", "", "arm@1", "base@1")]}).iloc[0]
+    w = verdict_rules.evaluate_claims(noise, {"noise_sweep": [Claim("n", "", "arm@1", "base@1")]}).iloc[0]
     assert w.paper_status == "not in the paper"
     l1 = _seeds("table2", {"norm_l1": [1.0, 2.0], "norm_l2": [0.0, 1.0]})
-    x = stats.evaluate_claims(l1, {"table2": [c for c in TABLE_CLAIMS["table2"] if c.id == "t2_l1"]}).iloc[0]
+    x = verdict_rules.evaluate_claims(l1, {"table2": [c for c in TABLE_CLAIMS["table2"] if c.id == "t2_l1"]}).iloc[0]
     assert x.paper_status == "diverged"

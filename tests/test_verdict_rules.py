@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from armlib.reproduction import stats
+from armlib.reproduction import stats, verdict_rules
 from armlib.paths import REPO_ROOT
 from armlib.reproduction.sections import EQUIVALENCE, FIXED_SEQUENCE, HOLM, PRIMARY, Claim
 
@@ -50,7 +50,7 @@ def _seeds(table, rows: dict, metric="mIoU", status=None, experiment=None, first
 
 
 def _one(seeds, claim, **kw):
-    return stats.evaluate_claims(seeds, {seeds.table.iloc[0]: [claim]}, **kw).iloc[0]
+    return verdict_rules.evaluate_claims(seeds, {seeds.table.iloc[0]: [claim]}, **kw).iloc[0]
 
 
 def test_rows_are_paired_by_seed():
@@ -89,7 +89,7 @@ def test_primary_claims_are_adjusted_and_the_others_keep_their_raw_p():
     base = [10.0, 11, 12, 13, 14]
     seeds = _seeds("t", {"a": [11.1, 11.9, 13.2, 13.8, 15.3], "b": [10.5, 11.2, 12.9, 13.1, 14.6], "base": base})
     claims = {"t": [Claim("pa", "", "a", "base", family=PRIMARY), Claim("pb", "", "b", "base", family=PRIMARY)]}
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
+    v = verdict_rules.evaluate_claims(seeds, claims).set_index("id")
     assert list(v.p_adjusted) == pytest.approx(stats.holm(list(v.p))) and set(v.family) == {PRIMARY}
     secondary = _one(seeds, Claim("sb", "", "b", "base"))
     assert secondary.family == "secondary" and math.isnan(secondary.p_adjusted)
@@ -107,7 +107,7 @@ def test_the_pilot_is_exploratory_and_holm_adjusted():
     pilot = _seeds("t", {"a": [11.0, 12.3, 12.9, 14.1, 15.2], "b": [10.2, 11.4, 12.3, 13.0, 14.4],
                          "base": [10.0, 11, 12, 13, 14]})
     claims = {"t": [Claim("pa", "", "a", "base", family=PRIMARY), Claim("pb", "", "b", "base", family=PRIMARY)]}
-    v = stats.staged_claims(pilot, claims, _plan([("pa", [5, 6]), ("pb", [5, 6])]))
+    v = verdict_rules.staged_claims(pilot, claims, _plan([("pa", [5, 6]), ("pb", [5, 6])]))
     p = v[v.stage == "pilot"].set_index("id")
     assert set(p.procedure) == {HOLM} and list(p.p_adjusted) == pytest.approx(stats.holm(list(p.p)))
     assert set(v[v.stage == "confirmatory"].verdict) == {"not run"}   # no confirmatory seed has run yet
@@ -121,7 +121,7 @@ def test_confirmatory_verdicts_use_only_the_plans_seeds_in_sequence():
                            "base": [10.0, 11, 12, 13, 14]}, first_seed=5)
     claims = {"t": [Claim("pa", "", "a", "base", family=PRIMARY), Claim("pb", "", "b", "base", family=PRIMARY)]}
     seeds = pd.concat([pilot, confirm])
-    v = stats.staged_claims(seeds, claims, _plan([("pa", list(range(5, 10))), ("pb", list(range(5, 10)))]))
+    v = verdict_rules.staged_claims(seeds, claims, _plan([("pa", list(range(5, 10))), ("pb", list(range(5, 10)))]))
     c = v[v.stage == "confirmatory"].set_index("id")
     a, b = (sps.ttest_rel(confirm[confirm.row == r].value, confirm[confirm.row == "base"].value).pvalue
             for r in ("a", "b"))
@@ -129,7 +129,7 @@ def test_confirmatory_verdicts_use_only_the_plans_seeds_in_sequence():
     assert c.loc["pa@confirmatory", "p"] == pytest.approx(a) and c.loc["pb@confirmatory", "p"] == pytest.approx(b)
     assert c.loc["pb@confirmatory", "p_adjusted"] == pytest.approx(a)
     assert list(c.verdict) == ["inconclusive", "inconclusive"] and set(c.procedure) == {FIXED_SEQUENCE}
-    swapped = stats.staged_claims(seeds, claims, _plan([("pb", list(range(5, 10))), ("pa", list(range(5, 10)))]))
+    swapped = verdict_rules.staged_claims(seeds, claims, _plan([("pb", list(range(5, 10))), ("pa", list(range(5, 10)))]))
     assert swapped.set_index("id").loc["pb@confirmatory", "verdict"] == "reproduced"
 
 
@@ -155,12 +155,12 @@ def test_a_repeated_comparison_counts_once():
     claims = {"t1": [Claim("a1", "", "arm", "base", family=PRIMARY)],
               "t2": [Claim("a2", "", "arm", "base", family=PRIMARY)],
               "t3": [Claim("x", "", "x", "base", family=PRIMARY)]}
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
+    v = verdict_rules.evaluate_claims(seeds, claims).set_index("id")
     assert v.loc["a1", "comparison"] == v.loc["a2", "comparison"] and v.loc["a1", "tables"] == "t1 t2"
     expected = stats.holm([v.loc["a1", "p"], v.loc["x", "p"]])   # Holm's m counts the repeated comparison once
     assert v.loc["a1", "p_adjusted"] == v.loc["a2", "p_adjusted"] == pytest.approx(expected[0])
     assert v.loc["x", "p_adjusted"] == pytest.approx(expected[1])
-    assert len(stats.distinct_verdicts(v.reset_index())) == 2
+    assert len(verdict_rules.distinct_verdicts(v.reset_index())) == 2
 
 
 def test_a_failed_seed_takes_the_worst_value_in_the_same_test():
@@ -200,9 +200,9 @@ def test_a_new_failed_status_joins_the_rule(monkeypatch):
 
 def test_threshold_claims_hold_or_fail_per_seed():
     """A threshold claim says holds / fails, one per seed where it is measured per seed."""
-    rows = [stats.threshold_claim("moved", "learned_curve", "", "shape change", v, "≥ 0.1", v >= 0.1, seed=s)
+    rows = [verdict_rules.threshold_claim("moved", "learned_curve", "", "shape change", v, "≥ 0.1", v >= 0.1, seed=s)
             for s, v in enumerate((0.3, 0.05))]
-    frame = stats.threshold_claims_frame(rows)
+    frame = verdict_rules.threshold_claims_frame(rows)
     assert list(frame.id) == ["moved_s0", "moved_s1"] and list(frame.verdict) == ["holds", "fails"]
 
 
@@ -228,7 +228,7 @@ def test_primary_comparisons_carry_a_bonferroni_interval_beside_the_raw_one():
     seeds = _seeds("t", {"a": [11.1, 11.9, 13.2, 13.8, 15.3], "b": [10.5, 11.2, 12.9, 13.1, 14.6], "base": base})
     claims = {"t": [Claim("pa", "", "a", "base", family=PRIMARY), Claim("pb", "", "b", "base", family=PRIMARY),
                     Claim("s", "", "a", "b")]}
-    v = stats.evaluate_claims(seeds, claims).set_index("id")
+    v = verdict_rules.evaluate_claims(seeds, claims).set_index("id")
     d = np.subtract([11.1, 11.9, 13.2, 13.8, 15.3], base)
     res = sps.ttest_1samp(d, 0).confidence_interval(1 - 0.05 / 2)
     assert (v.loc["pa", "ci_bonf_low"], v.loc["pa", "ci_bonf_high"]) == pytest.approx((res.low, res.high))
@@ -251,6 +251,6 @@ def test_a_fixed_sequence_stops_at_a_comparison_that_did_not_run():
                            "base": [10.0, 11, 12, 13, 14]}, first_seed=5)
     claims = {"t": [Claim(x, "", x, "base", family=PRIMARY) for x in ("a", "b", "c")]}
     seeds = pd.concat([confirm, _seeds("t", {"b": [11.0]}, first_seed=0)])
-    v = stats.staged_claims(seeds, claims, _plan([("a", list(range(5, 10))), ("b", []), ("c", list(range(5, 10)))]))
+    v = verdict_rules.staged_claims(seeds, claims, _plan([("a", list(range(5, 10))), ("b", []), ("c", list(range(5, 10)))]))
     c = v[v.stage == "confirmatory"].set_index("id").verdict
     assert list(c[["a@confirmatory", "b@confirmatory", "c@confirmatory"]]) == ["reproduced", "not run", "inconclusive"]

@@ -177,7 +177,7 @@ def _default_workers(total: int) -> int:
 
 
 def _default_signals() -> None:
-    # Forked workers inherit the parent's handlers. Under armlib.reproduction.experiments.signals_as_interrupts, SIGTERM raises
+    # Forked workers inherit the parent's handlers. Under armlib.reproduction.executors.signals_as_interrupts, SIGTERM raises
     # an exception, so the Pool.terminate() that ends every healthy generation printed a worker's traceback
     # ("Interrupted: SIGTERM") into `make report`'s log. A worker has nothing to clean up: it may just die.
     for s in (signal.SIGTERM, signal.SIGHUP):

@@ -8,7 +8,8 @@ floors, each importing only those below (``pyproject.toml``'s import-linter cont
   (the paper's printed numbers), :mod:`~armlib.reproduction.parameters`;
 - the runs: :mod:`~armlib.reproduction.experiments` (which runs a section needs, trained by the pool or submitit);
 - the statistics: :mod:`~armlib.reproduction.stats`, :mod:`~armlib.reproduction.analysis`,
-  :mod:`~armlib.reproduction.calibration_files`, then :mod:`~armlib.reproduction.design`,
+  :mod:`~armlib.reproduction.calibration_files`, then :mod:`~armlib.reproduction.verdict_rules` (per-seed
+  results → each claim's verdict), then :mod:`~armlib.reproduction.design`,
   :mod:`~armlib.reproduction.calibration`, :mod:`~armlib.reproduction.results`, :mod:`~armlib.reproduction.plots`;
 - the verdicts: :mod:`~armlib.reproduction.verdicts`, then the sections' measurements
   (:mod:`~armlib.reproduction.report_sections`, run by the notebooks through :mod:`~armlib.reproduction.notebook`);

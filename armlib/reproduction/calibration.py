@@ -41,8 +41,8 @@ from armlib.arm import MOVED_THRESHOLD, curve_shape_change, curve_suppression, s
 from armlib.reproduction.calibration_files import (ARM_FILE, CALIBRATION_DIR, CURVE_FILE, SUMMARY_FILE, UNRESOLVED_IOU,
                                       coarse_cost)
 from armlib.commands import CALIBRATION_SEEDS, DEFAULT_ITERATIONS, flatten
-from armlib.reproduction.experiments import (ClusterOptions, Run, cluster_options, execute, experiment_id, run_config,
-                                 signals_as_interrupts)
+from armlib.reproduction.executors import ClusterOptions, cluster_options, execute, signals_as_interrupts
+from armlib.reproduction.experiments import Run, experiment_id, run_config
 from armlib.metrics import reported_metrics
 from armlib.errors import UsageError
 from armlib.runs import CURVES, read_record
@@ -225,7 +225,7 @@ def calibrate(scale_name: str = "quick", iterations=DEFAULT_ITERATIONS, seeds=CA
     whose ARM runs lack records, which ``calibration.json`` lists under ``missing_runs`` (empty when complete);
     its cells say "cut off", with the count over the seed pairs that finished, if any; no T is chosen.
     ``executor`` and ``cluster`` say where the runs train, as for ``armlib reproduce``
-    (:func:`armlib.reproduction.experiments.execute`).
+    (:func:`armlib.reproduction.executors.execute`).
 
     Raises:
         ValueError: a seed of ``seeds`` is a reporting seed of the scale (< 100), or fewer than 2 seeds; with

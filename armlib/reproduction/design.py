@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from armlib.reproduction import stats
+from armlib.reproduction import stats, verdict_rules
 from armlib.paths import atomic_write_text, resolve
 from armlib.reproduction.results import read_csv
 from armlib.reproduction.sections import (ALPHA, EQUIVALENCE, EQUIVALENCE_MARGIN, FIXED_SEQUENCE, PLAN_DIR, POWER, PRIMARY,
@@ -52,7 +52,7 @@ OUTSIDE_TRAINING_MIN = 72.0 - 68.2
 def pilot_comparisons(pilot_dir: str | Path) -> pd.DataFrame:
     """The pilot's primary claims (exploratory, Holm as the pilot was reported), one row per claim."""
     seeds = pd.concat([read_csv(p) for p in sorted(resolve(pilot_dir).glob("*_seeds.csv"))], ignore_index=True)
-    claims = stats.evaluate_claims(seeds, {t: TABLE_CLAIMS[t] for t in TABLE_CLAIMS if t in set(seeds.table)})
+    claims = verdict_rules.evaluate_claims(seeds, {t: TABLE_CLAIMS[t] for t in TABLE_CLAIMS if t in set(seeds.table)})
     return claims[claims.family == PRIMARY]
 
 

@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from armlib.reproduction import experiments, stats, verdicts
+from armlib.reproduction import experiments, stats, verdict_rules, verdicts
 from armlib.reproduction.parameters import check_notebook, parse_seeds
 from armlib.paths import atomic_write_text, git_revision, resolve
 from armlib.runs import hardware, read_record, versions
@@ -89,7 +89,7 @@ def show(df: pd.DataFrame, digits: int = 2) -> str:
 
 def show_claims(claims: pd.DataFrame) -> str:
     """One line per claim: verdict, text, our Δ with its 95 % CI and p (the family-adjusted one for primaries), the
-    paper's Δ; a confirmatory claim (:func:`armlib.reproduction.stats.staged_claims`) says so."""
+    paper's Δ; a confirmatory claim (:func:`armlib.reproduction.verdict_rules.staged_claims`) says so."""
     if claims is None or not len(claims):
         return "(no claim can be checked at this scale)"
     lines = []
@@ -98,7 +98,7 @@ def show_claims(claims: pd.DataFrame) -> str:
             lines.append(f"[{c['verdict']}] {c['text']}: {c['metric']} = {c['value']:.4g} ({c['threshold']})")
             continue
         if c["verdict"] == stats.NOT_RUN:
-            stage = " (confirmatory: planned, not run yet)" if c.get("stage") == stats.CONFIRMATORY else ""
+            stage = " (confirmatory: planned, not run yet)" if c.get("stage") == verdict_rules.CONFIRMATORY else ""
             lines.append(f"[not run] {c['text']}{stage}")
             continue
         p = c["p_adjusted"] if c["family"] == "primary" else (c["p_tost"] if c["test"] == "equivalence" else c["p"])

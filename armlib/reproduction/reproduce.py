@@ -50,25 +50,25 @@ def reproduce(scale: str = "quick", only: list[str] | None = None, data_root: st
               cluster=None) -> Path:
     """Run the selected notebooks at ``scale`` and render ``<out_dir>/index.html``; return its path.
 
-    Holds ``<runs_dir>/<scale>/.lock`` throughout (:func:`armlib.reproduction.experiments.runs_lock`), so a second
+    Holds ``<runs_dir>/<scale>/.lock`` throughout (:func:`armlib.reproduction.executors.runs_lock`), so a second
     reproduction into the same runs folder is refused instead of training into the same run folders.
-    ``executor`` and ``cluster`` choose where the training runs go (:func:`armlib.reproduction.experiments.execute`).
+    ``executor`` and ``cluster`` choose where the training runs go (:func:`armlib.reproduction.executors.execute`).
 
     Raises:
-        armlib.reproduction.experiments.RunsFolderBusy, FileNotFoundError (missing data), RuntimeError (failed runs),
+        armlib.reproduction.executors.RunsFolderBusy, FileNotFoundError (missing data), RuntimeError (failed runs),
         ValueError (unknown notebook or scale).
     """
     import papermill
 
-    from armlib.reproduction import calibration, experiments, notebook, report, results, verdicts
+    from armlib.reproduction import calibration, executors, experiments, notebook, report, results, verdicts
 
     keys = select(only)
     params = {"scale": scale, "seeds": seeds, "data_root": data_root, "device": device, "out_dir": out_dir,
               "runs_dir": runs_dir, "jobs": jobs}
     sc = get_scale(scale)
-    with experiments.runs_lock(resolve(runs_dir) / scale):
+    with executors.runs_lock(resolve(runs_dir) / scale):
         runs = experiments.plan_sections(keys, sc, runs_dir, seeds, data_root)
-        experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
+        executors.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, progress=progress,
                             desc="training runs", executor=executor, cluster=cluster)
         results.discard_other_scales(out_dir, scale)
         calibration.attach(scale, out_dir)
@@ -189,7 +189,7 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
 def run_reproduce(args) -> int:
     """``armlib reproduce``: 0 with the report's path; 2 with one line for what the user gave (a folder nothing
     can be written to, a bad setting); 1 with one error line for a failure; 128 + signal when interrupted."""
-    from armlib.reproduction import experiments
+    from armlib.reproduction import executors
 
     args.seeds = commands.flatten(args.seeds)
     for name in ("data_root", "out_dir", "runs_dir"):   # absolute Paths (armlib.commands); notebooks get strings
@@ -198,11 +198,11 @@ def run_reproduce(args) -> int:
         if not args.dry_run:   # before any run starts, not at the first write of a training process
             check_out_folder(args.runs_dir, "--runs-dir")
             check_out_folder(args.out_dir, "--out-dir")
-        with experiments.signals_as_interrupts():
+        with executors.signals_as_interrupts():
             if args.dry_run:
                 print(plan_text(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.seeds))
                 return 0
-            cluster = experiments.cluster_options(args)
+            cluster = executors.cluster_options(args)
             index = reproduce(args.scale, args.only, args.data_root, args.out_dir, args.runs_dir, args.device,
                               args.seeds, args.jobs, executor=args.executor, cluster=cluster)
     except KeyboardInterrupt as exc:
@@ -214,7 +214,7 @@ def run_reproduce(args) -> int:
             raise
         print(f"armlib reproduce: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except (experiments.RunsFolderBusy, FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
+    except (executors.RunsFolderBusy, FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
         if args.debug:
             raise
         print(f"armlib reproduce: error: {exc}", file=sys.stderr)

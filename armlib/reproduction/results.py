@@ -7,7 +7,7 @@ Per section ``<key>``:
 * ``<key>.csv`` — the section's summary (tables: mean ± std over finished seeds beside the paper, the seeds and
   the diverged seeds counted; figures: the measured table, e.g. the learned curves per seed with W at init and
   at the end);
-* ``claims_<key>.csv`` — one row per claim, :data:`armlib.reproduction.stats.CLAIM_COLUMNS`: the threshold claims a figure
+* ``claims_<key>.csv`` — one row per claim, :data:`armlib.reproduction.verdict_rules.CLAIM_COLUMNS`: the threshold claims a figure
   section measured, or a comparison section's rows of ``claims.csv``;
 * ``meta_<key>.json`` — provenance (scale, seeds, git revision, hardware, package versions, wall time).
 

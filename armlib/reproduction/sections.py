@@ -11,7 +11,10 @@ all derive from here: adding a section is one :class:`Section` entry, one module
 
 Rows that mean the same experiment in several tables (the CE base model on coarse labels appears in Tables 1–5)
 resolve to the same run, so it is trained once per seed and shared, and a claim that several tables repeat is
-one distinct comparison (:func:`armlib.reproduction.stats.evaluate_claims` counts it once).
+one distinct comparison (:func:`armlib.reproduction.verdict_rules.evaluate_claims` counts it once).
+
+About 550 lines, over the suite's 400, on purpose: it is data more than code (the grid, every claim, every section),
+and one manifest is what lets the README's "Where a change goes" name one file for a claim, a section or a scale.
 """
 from __future__ import annotations
 
@@ -520,7 +523,7 @@ def _read_plan(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: the {scale.name} scale's confirmatory plan is unreadable ({exc}); restore it "
+        raise ValueError(f"{path}: this confirmatory plan is unreadable ({exc}); restore it "
                          "from git: it must not change once its seeds have run") from exc
 
 

@@ -4,7 +4,7 @@ A threshold claim's verdict is :func:`thresholds` of the quantity its section me
 manifest declares (:class:`armlib.reproduction.sections.Threshold`); the section writes it to ``claims_<key>.csv``.
 Comparison claims (:data:`armlib.reproduction.sections.TABLE_CLAIMS`) are evaluated from every section's per-seed file
 (``<key>_seeds.csv``) and the committed pilot together, pilot and confirmatory apart under the scale's plan
-(:func:`armlib.reproduction.stats.staged_claims`); threshold claims are read as their sections measured them
+(:func:`armlib.reproduction.verdict_rules.staged_claims`); threshold claims are read as their sections measured them
 (``claims_<key>.csv`` of a section without per-seed results). :func:`write` runs once, after every notebook,
 and writes ``claims.csv`` and, for each comparison section, its view ``claims_<key>.csv``; the report and
 ``armlib compare`` read them. A notebook that runs before the others shows :func:`section_claims`: the same
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from armlib.reproduction import stats
+from armlib.reproduction import stats, verdict_rules
 from armlib.paths import atomic_write_text, resolve
 from armlib.reproduction.results import read_csv, read_json, read_seed_results, results_dir, with_pilot
 from armlib.reproduction.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
@@ -27,7 +27,7 @@ CLAIMS_FILE = "claims.csv"
 
 
 def evaluate(out_dir: str | Path = "reports") -> pd.DataFrame:
-    """Every claim of every section from ``<out_dir>/results`` alone (:data:`armlib.reproduction.stats.CLAIM_COLUMNS`),
+    """Every claim of every section from ``<out_dir>/results`` alone (:data:`armlib.reproduction.verdict_rules.CLAIM_COLUMNS`),
     in report order: comparisons recomputed from the per-seed files, threshold claims as their sections wrote
     them. Writes nothing."""
     folder = results_dir(out_dir)
@@ -40,7 +40,7 @@ def evaluate(out_dir: str | Path = "reports") -> pd.DataFrame:
         thresholds = read_csv(folder / f"claims_{s.key}.csv", ("id", "table", "verdict"))
         if thresholds is not None:
             frames.append(thresholds)
-    return pd.concat(frames, ignore_index=True) if frames else stats.threshold_claims_frame([])
+    return pd.concat(frames, ignore_index=True) if frames else verdict_rules.threshold_claims_frame([])
 
 
 def write(out_dir: str | Path = "reports") -> pd.DataFrame:
@@ -72,7 +72,7 @@ def finding(claims: pd.DataFrame) -> str:
     """One sentence from a section's verdicts, counting each distinct comparison once."""
     if claims is None or not len(claims):
         return "No claim is tested in this section: it describes the data (see the table)."
-    distinct = stats.distinct_verdicts(claims)
+    distinct = verdict_rules.distinct_verdicts(claims)
     counts = distinct.verdict.value_counts()
     parts = [f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts]
     s = f"{len(distinct)} distinct claim{'s' if len(distinct) != 1 else ''}: " + ", ".join(parts) + "."
@@ -96,7 +96,7 @@ def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None,
         value = float(measured.get(t.quantity, math.nan))
         reference = float(measured.get(t.reference, math.nan)) if t.reference else None
         prerequisite = not t.after or rows[t.after]["verdict"] == stats.HOLDS
-        row = stats.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
+        row = verdict_rules.threshold_claim(t.id, key, t.text.format(seed=seed), t.metric, value, t.criterion(reference),
                                     prerequisite and t.holds(value, reference), seed=seed)
         if not prerequisite and t.unmet == stats.NOT_RUN:
             row = {**row, "verdict": stats.NOT_RUN, "note": f"{t.after} does not hold: nothing to compare"}
@@ -108,9 +108,9 @@ def thresholds(key: str, measured: dict[str, float], *, seed: int | None = None,
 
 def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
     """Every comparison claim of the sections in ``seeds``, pilot and confirmatory apart under the scale's plan
-    (:func:`armlib.reproduction.stats.staged_claims`), each experiment with all its seeds (:func:`armlib.reproduction.stats.unify_experiments`)."""
+    (:func:`armlib.reproduction.verdict_rules.staged_claims`), each experiment with all its seeds (:func:`armlib.reproduction.stats.unify_experiments`)."""
     present = set(seeds.table.unique())
-    return stats.staged_claims(stats.unify_experiments(seeds),
+    return verdict_rules.staged_claims(stats.unify_experiments(seeds),
                                {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
                                confirmatory_plan(scale))
 

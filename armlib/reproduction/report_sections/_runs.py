@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from armlib.reproduction import analysis, experiments, sections
+from armlib.reproduction import analysis, executors, experiments, sections
 from armlib.runs import is_failed, read_record
 from armlib.reproduction.sections import get_scale
 
@@ -19,7 +19,7 @@ def base_run(sc: sections.Scale, runs_dir, seeds=None, data_root="data") -> expe
 
 
 def ensure(run: experiments.Run, sc, data_root, device, jobs=None):
-    experiments.execute([run], sc, data_root=data_root, device=device, jobs=jobs, desc=run.row)
+    executors.execute([run], sc, data_root=data_root, device=device, jobs=jobs, desc=run.row)
 
 
 def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fine: bool = False):

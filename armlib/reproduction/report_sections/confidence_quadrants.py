@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from armlib.reproduction import analysis, results, stats, verdicts
+from armlib.reproduction import analysis, results, verdict_rules, verdicts
 from armlib.reproduction.plots import not_run_figure, save
 from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, base_run, ensure, pixels, unusable
 from armlib.reproduction.sections import get_scale
@@ -27,7 +27,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
         quadrants = pd.DataFrame(columns=["label", "loss", "confidence", "count", "share_of_label",
                                           "mislabelled_rate"])
         quadrants.attrs["why"] = why   # for plot()
-        claims = stats.threshold_claims_frame(verdicts.thresholds("confidence_quadrants", {}, why=why))
+        claims = verdict_rules.threshold_claims_frame(verdicts.thresholds("confidence_quadrants", {}, why=why))
         results.write_section(out_dir, "confidence_quadrants", summary=quadrants, claims=claims)
         return quadrants, claims
     px = pixels(run, "train", device, ANALYSIS_IMAGES, with_fine=True)
@@ -36,7 +36,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     q = quadrants.set_index(["label", "loss", "confidence"])["mislabelled_rate"]
     hc = q[("correct", "high loss", "high confidence")]
     lc = q[("correct", "high loss", "low confidence")]
-    claims = stats.threshold_claims_frame(verdicts.thresholds("confidence_quadrants",
+    claims = verdict_rules.threshold_claims_frame(verdicts.thresholds("confidence_quadrants",
                                                               {"mislabelled_rate_difference": hc - lc}))
     results.write_section(out_dir, "confidence_quadrants", summary=quadrants, claims=claims)
     return quadrants, claims

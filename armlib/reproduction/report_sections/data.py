@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib.reproduction import experiments, results, sections, stats
+from armlib.reproduction import experiments, results, sections, verdict_rules
 from armlib.paths import resolve
 from armlib.reproduction.plots import colour, rgb, save
 from armlib.reproduction.report_sections._runs import FIGURE_IMAGES
@@ -35,7 +35,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
 
         rows.append({"data": "cityscapes (real)", "split": "train", **cityscapes_coarse_stats(real)})
     stats_df = pd.DataFrame(rows)
-    claims = stats.threshold_claims_frame([])
+    claims = verdict_rules.threshold_claims_frame([])
     results.write_section(out_dir, "data", summary=stats_df, claims=claims)
     return {"samples": samples, "stats": stats_df, "palette": dataset.palette}, claims
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from armlib import holder
-from armlib.reproduction import results, stats, verdicts
+from armlib.reproduction import results, verdict_rules, verdicts
 from armlib.reproduction.plots import legend_beside, save
 from armlib.reproduction.report_sections._runs import measured_loss_curve
 
@@ -44,7 +44,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     gaps = pd.DataFrame(rows, columns=["ARM trained with", "gap to closed form"])
     measured = {"toy_gap": float(toy.gap.max()), "arm_gap": max((f.gap for f in fits.values()), default=math.nan),
                 "l1_differentiated_gap": collapsed.gap if collapsed is not None else math.nan}
-    claims = stats.threshold_claims_frame(verdicts.thresholds("holder", measured, why=why))
+    claims = verdict_rules.threshold_claims_frame(verdicts.thresholds("holder", measured, why=why))
     results.write_section(out_dir, "holder", summary=toy, claims=claims)
     return toy, {"fits": fits, "collapsed": collapsed, "gaps": gaps, "source": source}, claims
 

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from armlib import arm
-from armlib.reproduction import analysis, experiments, results, sections, stats, verdicts
+from armlib.reproduction import analysis, executors, experiments, results, sections, stats, verdict_rules, verdicts
 from armlib.reproduction.plots import legend_beside, save
 from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, pixels
 from armlib.runs import is_failed, read_record
@@ -28,7 +28,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     follow the Hölder prediction from the same model's measured loss curve (seeds where it moved only)."""
     sc, section = get_scale(scale), sections.get_section("learned_curve")
     runs = [r for r in experiments.plan("table2", sc, runs_dir, seeds, data_root) if r.row == "norm_l2"]
-    experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="learned_curve")
+    executors.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="learned_curve")
     per_seed, rows, claims = [], [], []
     for r in runs:
         record = read_record(r.out)
@@ -64,7 +64,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
                      "suppresses": suppresses, "corr with Hölder prediction": corr})
         claims += seed_claims
     summary = pd.DataFrame(rows)
-    claims = stats.threshold_claims_frame(claims)
+    claims = verdict_rules.threshold_claims_frame(claims)
     results.write_section(out_dir, "learned_curve", summary=summary, claims=claims)
     return {"summary": summary, "per_seed": per_seed,
             "thresholds": sections.get_section("learned_curve").criteria}, claims

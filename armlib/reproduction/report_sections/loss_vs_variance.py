@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib.reproduction import analysis, results, stats, verdicts
+from armlib.reproduction import analysis, results, verdict_rules, verdicts
 from armlib.reproduction.plots import save
 from armlib.reproduction.report_sections._runs import measured_loss_curve
 
@@ -18,7 +18,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
             runs_dir="runs", jobs=None) -> tuple[pd.DataFrame, list[dict]]:
     """Fig. 5: mean CE per normalised-variance bin on the validation images of the CE-trained model."""
     curve, why = measured_loss_curve(scale, seeds, data_root, device, runs_dir, jobs)
-    claims = stats.threshold_claims_frame(verdicts.thresholds(
+    claims = verdict_rules.threshold_claims_frame(verdicts.thresholds(
         "loss_vs_variance", {"spearman_rho": analysis.falling_trend(curve)}, why=why))
     results.write_section(out_dir, "loss_vs_variance", summary=curve, claims=claims)
     return curve, claims

@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib.reproduction import experiments, results, stats, verdicts
+from armlib.reproduction import executors, results, stats, verdicts
 from armlib.reproduction.plots import legend_beside, save
 from armlib.reproduction.sections import get_scale
 
@@ -18,7 +18,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
             jobs=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Base / Linear ARM / ARM at each synthetic noise level; claims (secondary): each beats the base model."""
     sc = get_scale(scale)
-    records = experiments.run_table("noise_sweep", scale, seeds, runs_dir, data_root, device, jobs)
+    records = executors.run_table("noise_sweep", scale, seeds, runs_dir, data_root, device, jobs)
     per_seed = stats.seed_results(records, "noise_sweep", ["mIoU"])
     split = per_seed["row"].str.split("@", expand=True)
     finished = per_seed[per_seed.status == "ok"].assign(method=split[0], noise=split[1].astype(float))

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from armlib import arm
-from armlib.reproduction import experiments, results, sections, stats, verdicts
+from armlib.reproduction import executors, experiments, results, sections, stats, verdicts
 from armlib.paths import atomic_write_text
 from armlib.reproduction.plots import save
 from armlib.runs import is_failed, read_record
@@ -28,7 +28,7 @@ def measure(table: str, scale="quick", seeds=None, data_root="data", device="aut
     if table == "table6":
         records = _table6_records(scale, seeds, data_root, device, runs_dir, jobs)
     else:
-        records = experiments.run_table(table, scale, seeds, runs_dir, data_root, device, jobs)
+        records = executors.run_table(table, scale, seeds, runs_dir, data_root, device, jobs)
     per_seed = stats.seed_results(records, table)
     summary = stats.summarize(per_seed, scale, sections.skipped_rows(table, get_scale(scale), data_root), table)
     claims = verdicts.section_claims(table, per_seed, scale, out_dir)
@@ -40,7 +40,7 @@ def _table6_records(scale, seeds, data_root, device, runs_dir, jobs) -> pd.DataF
     """One row per (method, seed) with the TTA mIoU of each annotation's run as columns."""
     sc = get_scale(scale)
     runs = experiments.plan("table6", sc, runs_dir, seeds, data_root)
-    experiments.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="table6")
+    executors.execute(runs, sc, data_root=data_root, device=device, jobs=jobs, desc="table6")
     rows = {}
     for r in runs:
         method, column = r.row.split("@")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from armlib.reproduction import analysis, results, stats, verdicts
+from armlib.reproduction import analysis, results, verdict_rules, verdicts
 from armlib.reproduction.plots import not_run_figure, rgb, save
 from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, FIGURE_IMAGES, base_run, ensure, pixels, unusable
 from armlib.reproduction.sections import get_scale
@@ -24,14 +24,14 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
     why = unusable(run)
     if why:   # a base run that learned nothing: the claim is not run, the page says why
         shares = pd.DataFrame(columns=["pixels", "share on boundaries"])
-        claims = stats.threshold_claims_frame(verdicts.thresholds("variance_maps", {}, why=why))
+        claims = verdict_rules.threshold_claims_frame(verdicts.thresholds("variance_maps", {}, why=why))
         results.write_section(out_dir, "variance_maps", summary=shares, claims=claims)
         return {"image": [], "why": why, "shares": shares}, claims
     px = pixels(run, "val", device, ANALYSIS_IMAGES)
     share = analysis.low_variance_boundary_share(px["v"], px["target"])
     shares = pd.DataFrame([{"pixels": "lowest 5 % of v", "share on boundaries": share["low_var_on_boundary"]},
                            {"pixels": "all labelled", "share on boundaries": share["all_on_boundary"]}])
-    claims = stats.threshold_claims_frame(verdicts.thresholds("variance_maps", share))
+    claims = verdict_rules.threshold_claims_frame(verdicts.thresholds("variance_maps", share))
     results.write_section(out_dir, "variance_maps", summary=shares, claims=claims)
     maps = {"image": px["image"][:FIGURE_IMAGES], "v": px["v"][:FIGURE_IMAGES],
             "target": px["target"][:FIGURE_IMAGES], "threshold": share["threshold"], "shares": shares}
