@@ -128,10 +128,10 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
             state = {**{f"model.{k}": v for k, v in namespace["model"].module.state_dict().items()},
                      **{f"arm.{k}": v for k, v in namespace["criterion"].state_dict().items()}}
             torch.save({"state": state, "reductions": list(reductions)}, os.path.join(out, f"{name}{rank}.pt"))
-            # the snippet's functions hold ``namespace`` as their globals: a cycle that keeps this DDP model, and
-            # through it the process group, alive past destroy_process_group until the interpreter's teardown,
-            # where gloo's threads then abort the process (SIGABRT, "terminate called without an active
-            # exception", one run in ~15 here); breaking the cycle frees them now
+            # the last variant's namespace held its DDP model (and through it the process group) past
+            # destroy_process_group in the finally below, to be freed only when this function returned: the
+            # process then aborted in about one run in 15 (SIGABRT, "terminate called without an active
+            # exception"); each variant's model is freed here, before the group is destroyed
             namespace.clear()
     finally:
         dist.all_reduce = real_all_reduce
