@@ -39,15 +39,13 @@ import json
 import os
 import signal
 import sys
-import tarfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from armlib.reproduction import calibration, executors, experiments, notebook, reproduce, verdicts  # noqa: E402
+from armlib.reproduction import calibration, chunks, executors, experiments, reproduce  # noqa: E402
 from armlib.config import load_config  # noqa: E402
 from armlib.paths import resolve  # noqa: E402
 from armlib.reproduction.report_sections import paper_tables  # noqa: E402
@@ -55,7 +53,7 @@ from armlib.runs import CHECKPOINT, RECORD  # noqa: E402
 from armlib.reproduction.sections import get_scale  # noqa: E402
 
 RUNS_ARCHIVE, SECTIONS_ARCHIVE = "reference_runs.tar.gz", "reference_sections.tar.gz"
-ARCHIVE_PREFIX = "runs/"   # run folders are archived as runs/<scale>/<run>/, wherever --runs-dir lies
+ARCHIVE_PREFIX = chunks.ARCHIVE_PREFIX
 DONE, CUT, WAITING, FAILED = 0, 2, 3, 1
 # Sections that reload a trained model from its checkpoint (armlib.reproduction.analysis.load_run through
 # report_sections._runs.pixels or paper_tables.tta_metrics) rather than reading records: Figs. 2, 4, 5 and the
@@ -68,7 +66,7 @@ TTA_SECTION = "table6"          # its checkpoint reads are cached per run (tta.j
 # The runs whose checkpoints the other sections read: (section, table, rows, first seed only).
 CHECKPOINT_READS = tuple((key, "table1", ("base",), True) for key in CHECKPOINT_SECTIONS[:4]) + (
     ("learned_curve", "table2", ("norm_l2",), False),)
-TTA_FILE = "tta.json"
+TTA_FILE = chunks.TTA_FILE
 
 
 def committed_archive(scale: str) -> Path:
@@ -120,55 +118,8 @@ def finished(first: list, tta: list, last: list, sections_done: bool) -> list:
             + [r for r in last if r.record_path.exists() and sections_done])
 
 
-def unpack(archive: Path, runs_dir: Path) -> int:
-    """Extract ``archive`` (paths ``runs/<scale>/<run>/<file>``, as :func:`pack` writes them and as committed) into
-    ``runs_dir``, keeping files that exist there (like ``tar --skip-old-files``); returns how many run records it
-    holds."""
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for m in members:
-            if not m.name.startswith(ARCHIVE_PREFIX):
-                raise ValueError(f"{archive}: {m.name} does not start with {ARCHIVE_PREFIX}")
-            m.name = m.name[len(ARCHIVE_PREFIX):]
-        tar.extractall(runs_dir, members=[m for m in members if not (runs_dir / m.name).exists()], filter="data")
-        return sum(Path(m.name).name == RECORD for m in members)
-
-
-def pack(folders: list[Path], archive: Path, root: Path, prefix: str = "") -> None:
-    """Every file of ``folders`` but checkpoints into ``archive`` (written atomically), named ``prefix`` + its path
-    relative to ``root``."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for folder in sorted(folders):
-            for path in sorted(folder.rglob("*")):
-                if path.is_file() and path.name != CHECKPOINT and not path.name.endswith(".tmp"):
-                    tar.add(path, arcname=prefix + str(path.relative_to(root)))
-    os.replace(tmp, archive)
-
-
-def run_sections(scale: str, keys: list[str], runs_dir: str, data_root: str, out_dir: Path, device: str,
-                 jobs: int | None) -> None:
-    """Every section notebook's code cells in this process, with the parameters papermill would inject (the
-    notebooks hold no logic: each calls its armlib.reproduction.report_sections module), then what ``reproduce`` writes
-    beside: the training meta and, once every section has run, the verdicts (``results/claims.csv``)."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    params = {"scale": scale, "seeds": None, "data_root": data_root, "device": device, "out_dir": str(out_dir),
-              "runs_dir": runs_dir, "jobs": jobs}
-    sc = get_scale(scale)
-    calibration.attach(scale, out_dir)
-    notebook.write_training_meta(experiments.plan_sections(keys, sc, runs_dir, None, data_root), scale, out_dir)
-    for key in keys:
-        path = reproduce.notebook_path(key)
-        namespace: dict = {"__name__": "__main__"}
-        started = time.perf_counter()
-        for cell in json.loads(path.read_text())["cells"]:
-            if cell["cell_type"] == "code":
-                exec(compile("".join(cell["source"]), str(path), "exec"), namespace)
-                if "parameters" in cell.get("metadata", {}).get("tags", []):
-                    namespace.update(params)
-        print(f"section {key}: {time.perf_counter() - started:.0f} s", flush=True)
-    verdicts.write(out_dir)
+# Shared with the chunks of armlib.reproduction.chunks (the quick scale's full plan).
+unpack, pack, run_sections = chunks.unpack, chunks.pack, chunks.run_sections
 
 
 def chunk(args) -> int:

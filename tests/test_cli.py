@@ -100,8 +100,8 @@ def test_relative_paths_mean_the_current_folder_in_every_argument(tmp_path, monk
     args = parse("reproduce", ["--out-dir", "rep", "--runs-dir", "r", "--data-root", "d"])
     assert (args.out_dir, args.runs_dir, args.data_root) == (work / "rep", work / "r", work / "d")
     defaults = parse("reproduce", [])                # defaults: the repository's folders, wherever one starts
-    assert (defaults.out_dir, defaults.runs_dir, defaults.data_root) == (
-        REPO_ROOT / "reports", REPO_ROOT / "runs", REPO_ROOT / "data")
+    assert (defaults.runs_dir, defaults.data_root) == (REPO_ROOT / "runs", REPO_ROOT / "data")
+    assert defaults.out_dir is None   # reports/, or reports/<scale>-full/ with --plan full (run_reproduce)
     assert parse("compare", ["a", "b"]).reference == work / "a"
     assert parse("calibrate", ["--runs-dir", "r"]).runs_dir == work / "r"
     assert parse("report", ["--out-dir", "x"]).out_dir == work / "x"

@@ -1,4 +1,5 @@
 """Experiment grids: every table cell is a valid config, shared rows share runs, runs resume and diverge."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -86,7 +87,12 @@ def test_the_quick_scale_spends_its_plans_seeds_on_planned_rows_and_one_on_the_r
     first = plan["comparisons"][0]
     assert quick.seeds_for(first["a"], first["table"]) == (0, *first["seeds"])
     assert quick.seeds_for("linear_focusing", "table1") == (0,)
-    assert quick.seeds_for("arm@coarse", "table6") == (0,)   # TTA rows: no plan tests them, none budgets their TTA
+    assert quick.seeds_for("arm@coarse", "table6") == (0,)   # the reference's budget counts no TTA beyond seed 0
+    # Issue 31, free power: with it, Table 6's rows, the same experiments, are measured on every seed the plan
+    # trains them at; a Table 6 row no plan trains stays at the scale's seeds
+    free = dataclasses.replace(quick, free_power=True)
+    assert free.seeds_for("arm@coarse", "table6") == free.seeds_for("coarse_arm", "table5") == (0, *first["seeds"])
+    assert free.seeds_for("linear_arm@fine", "table6") == (0,)
     assert quick.seeds_for("coarse_arm", "table5", seeds=[0, 1, 2, 3, 4]) == (0, 1, 2, 3, 4)
 
 

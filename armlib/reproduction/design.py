@@ -1,4 +1,6 @@
-"""The confirmatory plan of a scale: sized from its pilot, written once, committed before any of its seeds run.
+"""The confirmatory plans of a scale: sized from their pilots, written once, committed before any of their seeds
+run. This docstring describes the first (``configs/plans/<scale>.json``); the follow-up that decides every other
+comparison (``quick_full.json``, :func:`make_followup_plan`) is described in the comments above its constants.
 
 The pilot (the quick scale's seeds 0–4) is exploratory: its SDs size the confirmatory seeds, its means decide
 nothing. Per primary comparison the plan fixes, before any confirmatory seed runs:
@@ -36,7 +38,9 @@ from armlib.reproduction import stats, verdict_rules
 from armlib.paths import atomic_write_text, resolve
 from armlib.reproduction.results import read_csv
 from armlib.reproduction.sections import (ALPHA, EQUIVALENCE, EQUIVALENCE_MARGIN, FIXED_SEQUENCE, PLAN_DIR, POWER, PRIMARY,
-                             SD_CONFIDENCE, SECTION_KEYS, TABLE_CLAIMS, claim_by_id, get_scale, table_rows)
+                                          SD_CONFIDENCE, SECONDARY, SECTION_KEYS, TABLE_CLAIMS, claim_by_id, claim_rows,
+                                          claims_for,
+                                          confirmatory_plan, get_scale, plan_hash, planned_seeds, table_rows)
 
 # The primary comparisons in the paper's order of emphasis, one claim each: the abstract's two (ARM on coarse,
 # then on fine labels), then Table 1's two ablations as Sec. 3 builds them (Linear ARM beats the base model,
@@ -149,14 +153,194 @@ def make_plan(scale_name: str = "quick", pilot_dir: str | Path | None = None) ->
     }
 
 
+# -- the follow-up plan: every comparison (issue 31) -----------------------------------------------------------
+#
+# Written from the follow-up pilot (seeds 0-4 of every row, trained with the scale's runs) and committed before any
+# of its seeds runs. The comparisons the first plan tested on confirmatory seeds (ARM vs base on coarse and on fine
+# labels) keep that plan's verdicts; every other distinct comparison is sized here:
+#
+# * primary (the first plan's three comparisons it could not fund): the Bonferroni-based graphical procedure
+#   (Bretz et al. 2009, :func:`armlib.reproduction.stats.graphical`) over :data:`FOLLOWUP_GRAPH`. It is a second
+#   confirmatory study with an α of its own: the first plan's fixed sequence stopped before these three, so over
+#   the paper's five primary claims the chance of any false rejection is at most 2α across the two plans (each
+#   plan's at most α); the report shows which plan decided each verdict;
+# * secondary: Benjamini-Hochberg at q = α over every funded secondary comparison (the ablations a reader scans as a
+#   list: at most 5 % of the reported effects false in expectation, where Holm over ~30 would size every row at
+#   α/30). Comparisons that share a row are positively correlated, the case BH is proven for only in part
+#   (one-sided tests under PRDS; Benjamini & Yekutieli 2001); we state it rather than pay BY's factor of ~4;
+# * n: seeds for 80 % power at the level a comparison starts at (primary: its weight × α; OHEM, weight 0, at α, the
+#   level it has once it is reached; secondary: α/2, BH's level when half the family is rejected), against the
+#   paper's effect at our base or, where the paper has none (the noise sweep, the rows it printed NaN for),
+#   :data:`SMALLEST_EFFECT`; σ is the pilot's one-sided 80 % upper bound (Browne 1995). Equivalence: TOST power;
+# * free power first: a comparison of Table 6 (test-time augmentation, an evaluation of trained models) is tested
+#   on every seed the first plan trained for both its rows too, and only the seeds those do not cover are new;
+# * above :data:`N_MAX` new seeds a comparison is not funded ("not funded: needs n", with the power N_MAX reaches);
+# * new seeds from :data:`FOLLOWUP_FIRST_SEED` (never a seed any comparison used before, never ≥ 100); every
+#   comparison is analysed once, at its planned seeds, and before then it is "pending": no interim look.
+FOLLOWUP_FIRST_SEED = 19       # the first plan used 5-18, the pilot 0-4; calibration uses 100 and up
+N_MAX = 20                     # new seeds at most per comparison
+SMALLEST_EFFECT = 1.0          # mIoU: the smallest effect of interest where the paper gives no effect
+SECONDARY_SIZING_ALPHA = ALPHA / 2
+FOLLOWUP_GRAPH = {
+    # Detach vs no detach needs 3 seeds even at 0.2 α (pilot: +63 mIoU), so a small weight costs it nothing and it
+    # cannot be starved; once rejected it passes its level to Linear ARM, which is then tested at the full α.
+    # OHEM ≈ base (weight 0) is reached only after both are rejected: at n_max it is not funded, and an initial
+    # weight there would be level the two fundable comparisons could not use.
+    "hypotheses": ["t1_detach", "t1_linear", "t5_coarse_ohem"],
+    "weights": [0.2, 0.8, 0.0],
+    "transitions": [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]],
+}
+GRAPHICAL, BH = "graphical", "benjamini-hochberg"
+
+
+def _level(claim_id: str, family: str) -> float:
+    if family != PRIMARY:
+        return SECONDARY_SIZING_ALPHA
+    w = FOLLOWUP_GRAPH["weights"][FOLLOWUP_GRAPH["hypotheses"].index(claim_id)]
+    return w * ALPHA if w > 0 else ALPHA
+
+
+def _size(test: str, effect: float, sd_upper: float, margin, level: float, n_free: int) -> tuple[int | None, int]:
+    """(seeds the test needs in all, or None when it cannot be sized; new seeds to fund, capped at N_MAX + 1)."""
+    if not (math.isfinite(sd_upper) and math.isfinite(effect)):
+        return None, 0
+    if test == EQUIVALENCE:
+        needed = stats.tost_seeds_needed(effect, sd_upper, margin, level, POWER) if sd_upper > 0 else 2.0
+    else:
+        needed = stats.seeds_needed(effect, sd_upper, level, POWER) if sd_upper > 0 else 2.0
+    if not math.isfinite(needed):
+        return None, 0
+    n = math.ceil(needed)
+    return n, max(0, n - n_free)
+
+
+def _power(test: str, effect: float, sd: float, n: int, margin, level: float) -> float:
+    if n < 2 or not (math.isfinite(sd) and math.isfinite(effect)) or sd <= 0:
+        return math.nan if n >= 2 else 0.0
+    if test == EQUIVALENCE:
+        return stats.tost_power(effect, sd, n, margin, level)
+    return stats.paired_t_power(effect, sd, n, level)
+
+
+def followup_comparisons(pilot: pd.DataFrame, first: dict, free: dict[str, list[int]], scale) -> list[dict]:
+    """The follow-up's comparisons from the pilot's claims (:func:`armlib.reproduction.verdict_rules.evaluate_claims`
+    rows over the pilot seeds), leaving out those the first plan ``first`` tested on seeds of its own; ``free``:
+    claim id → the first plan's seeds both rows of that claim trained (Table 6's free power)."""
+    decided = {cid for c in first["comparisons"] if c["seeds"] for cid in c["claims"]}
+    out = []
+    for comparison, rows in pilot[pilot.verdict != stats.NOT_RUN].groupby("comparison", sort=False):
+        if decided & set(rows.id):
+            continue
+        row = rows.iloc[0]
+        primary = rows[rows.family == PRIMARY]
+        family = PRIMARY if len(primary) else SECONDARY
+        lead = primary.iloc[0] if len(primary) else row
+        table, claim = claim_by_id(lead.id, scale)
+        sd_upper = stats.sd_upper_bound(float(row.sd), int(row.n), SD_CONFIDENCE)
+        effect = float(row.paper_effect_at_our_base)
+        source = "the paper's effect at our base"
+        if not math.isfinite(effect):
+            effect, source = SMALLEST_EFFECT, "the smallest effect of interest (the paper gives none)"
+        level = _level(lead.id, family)
+        n_free = len(free.get(lead.id, []))
+        n_needed, new = _size(claim.test, effect, sd_upper, claim.margin, level, n_free)
+        funded = n_needed is not None and new <= N_MAX
+        n_new = new if funded else 0
+        if funded:
+            note = ""
+        elif n_needed is None:
+            note = "not funded: the pilot gives no spread to size it by"
+        else:
+            note = f"not funded: needs {n_needed} seeds, {new} of them new (n_max {N_MAX})"
+        if not funded and n_free:
+            note += f"; tested on its {n_free} free seeds"
+        out.append({
+            "claim": lead.id, "claims": sorted(rows.id), "comparison": comparison, "family": family,
+            "text": claim.text, "table": table, "a": claim.a, "b": claim.b, "metric": claim.metric,
+            "test": claim.test, "margin": claim.margin, "level": level,
+            "pilot": {"seeds": int(row.n), "sd": float(row.sd), "sd_upper": sd_upper},
+            "effect": effect, "effect_source": source, "n_needed": n_needed, "free_seeds": free.get(lead.id, []),
+            "funded": funded,
+            "seeds": list(range(FOLLOWUP_FIRST_SEED, FOLLOWUP_FIRST_SEED + n_new)),
+            # at the seeds it is tested at (free and new), and what n_max new seeds would have reached
+            "power": _power(claim.test, effect, sd_upper, n_free + n_new, claim.margin, level),
+            "power_at_n_max": _power(claim.test, effect, sd_upper, n_free + N_MAX, claim.margin, level),
+            "note": note})
+    order = {h: i for i, h in enumerate(FOLLOWUP_GRAPH["hypotheses"])}
+    out.sort(key=lambda c: (c["family"] != PRIMARY, order.get(c["claim"], 0)))
+    for i, c in enumerate(out, 1):
+        c["order"] = i
+    return out
+
+
+def make_followup_plan(scale_name: str = "quick-full", results_dir: str | Path | None = None) -> dict:
+    """The follow-up plan of a scale with one (:attr:`armlib.reproduction.sections.Scale.followup`) from the pilot
+    seeds' per-seed results in ``results_dir`` (default ``reports/<scale>/pilot``: the pilot stage's
+    ``*_seeds.csv``, committed; the comments above :data:`FOLLOWUP_FIRST_SEED` say what it fixes and why).
+
+    Raises:
+        ValueError: the scale has no follow-up, or a pilot seed is missing from the results.
+    """
+    scale = get_scale(scale_name)
+    if scale.followup is None:
+        raise ValueError(f"scale {scale_name!r} has no follow-up plan")
+    folder = resolve(results_dir or f"reports/{scale_name}/pilot")
+    pilot_seeds = sorted({*scale.seeds, *scale.followup_pilot})
+    files = sorted(folder.glob("*_seeds.csv"))
+    seeds = pd.concat([read_csv(p) for p in files], ignore_index=True)
+    seeds = stats.unify_experiments(seeds[seeds.seed.isin(pilot_seeds)])
+    present = set(seeds.table)
+    claims = {k: claims_for(k, scale) for k in SECTION_KEYS if k in present}
+    pilot = verdict_rules.evaluate_claims(seeds, claims)
+    short = pilot[(pilot.verdict != stats.NOT_RUN) & (pilot.n < len(pilot_seeds))]
+    if len(short):
+        raise ValueError(f"{folder}: the pilot lacks seeds of {sorted(short.id)} (expected seeds {pilot_seeds})")
+    first = confirmatory_plan(scale)
+    free = {}
+    for table, cs in claims.items():
+        for c in cs:
+            a, b = claim_rows(table, c)
+            both = set(planned_seeds(table, a, scale)) & set(planned_seeds(table, b, scale))
+            free[c.id] = sorted(both) if table == "table6" else []
+    comparisons = followup_comparisons(pilot, first, free, scale)
+    if any(s >= 100 for c in comparisons for s in c["seeds"]):
+        raise ValueError("the follow-up would use a calibration seed (100 and up): lower N_MAX")
+    return {
+        "scale": scale_name, "extends": plan_hash(first), "alpha": ALPHA, "power": POWER,
+        "sd_confidence": SD_CONFIDENCE, "equivalence_margin": EQUIVALENCE_MARGIN, "n_max": N_MAX,
+        "smallest_effect": SMALLEST_EFFECT, "first_seed": FOLLOWUP_FIRST_SEED,
+        "primary": {"procedure": GRAPHICAL, **FOLLOWUP_GRAPH,
+                    "reason": "a cheap decisive comparison (detach, 3 seeds) must not wait behind an expensive "
+                              "one; the graph passes each rejected hypothesis' level on (Bretz et al. 2009). A "
+                              "second study with an alpha of its own: the first plan's sequence stopped before "
+                              "these three, so over both plans the familywise error of the five primary claims is "
+                              "at most 2 alpha"},
+        "secondary": {"procedure": BH, "q": ALPHA, "sizing_alpha": SECONDARY_SIZING_ALPHA,
+                      "reason": "a list of ablations: control the expected share of false findings, not the "
+                                "chance of any one (Holm over ~30 comparisons)"},
+        "interim": "none: each comparison is analysed once, at its planned seeds",
+        "pilot": {"folder": str(folder.relative_to(resolve(".")) if folder.is_relative_to(resolve(".")) else folder),
+                  "seeds": pilot_seeds,
+                  "files": {p.name: _file_hash(p) for p in files}},
+        "comparisons": comparisons,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write a scale's confirmatory plan from its pilot "
                                                  "(only before any confirmatory seed has run).")
     parser.add_argument("--scale", default="quick")
     parser.add_argument("--pilot", default=None, help="the pilot's results folder (default reports/<scale>/pilot)")
+    parser.add_argument("--followup", action="store_true",
+                        help="write the scale's follow-up plan (quick-full) from its pilot instead")
     args = parser.parse_args(argv)
-    out = PLAN_DIR / f"{args.scale}.json"
-    atomic_write_text(out, json.dumps(make_plan(args.scale, args.pilot), indent=1) + "\n")
+    if args.followup:
+        out = PLAN_DIR / get_scale(args.scale).followup
+        plan = make_followup_plan(args.scale, args.pilot)
+    else:
+        out = PLAN_DIR / f"{args.scale}.json"
+        plan = make_plan(args.scale, args.pilot)
+    atomic_write_text(out, json.dumps(plan, indent=1) + "\n")
     print(out)
     return 0
 

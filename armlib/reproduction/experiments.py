@@ -17,8 +17,7 @@ import pandas as pd
 from armlib.arm import arm_moved
 from armlib.paths import resolve
 from armlib.runs import RECORD, read_record, run_key
-from armlib.reproduction.sections import (ROW_DEFAULTS, Scale, confirmatory_plan, confirmatory_seeds, get_section,
-                                          plan_hash, table_rows)
+from armlib.reproduction.sections import ROW_DEFAULTS, Scale, get_section, planned_seeds, table_rows
 
 
 def overrides(spec: dict, scale: Scale, data_root) -> dict:
@@ -69,19 +68,19 @@ def plan(table: str, scale: Scale, runs_dir: str | Path, seeds=None, data_root="
          rows: tuple[str, ...] | None = None, first_seed_only: bool = False) -> list[Run]:
     """The runs of a table's rows (all, or ``rows``) at the seeds each row runs with (:meth:`Scale.seeds_for`).
 
-    A run at one of its row's confirmatory seeds trains with the plan's hash in its config (``plan``), so its
-    record shows the plan it ran under; its experiment id, which names the row, stays the pilot's."""
+    A run at one of its row's confirmatory seeds trains with the hash of the plan that names the seed in its config
+    (``plan``), so its record shows the plan it ran under; its experiment id, which names the row, stays the
+    pilot's."""
     root = resolve(runs_dir) / scale.name
-    confirmatory = confirmatory_plan(scale)
     out = []
     for name, spec in table_rows(table, scale, data_root).items():
         if rows is not None and name not in rows:
             continue
         experiment = experiment_id(spec, scale, data_root)
         row_seeds = scale.seeds_for(name, table, seeds)
-        planned = confirmatory_seeds(table, name, scale) if confirmatory else ()
+        planned = planned_seeds(table, name, scale)
         for seed in row_seeds[:1] if first_seed_only else row_seeds:
-            run_spec = {**spec, "plan": plan_hash(confirmatory)} if seed in planned else spec
+            run_spec = {**spec, "plan": planned[seed]} if seed in planned else spec
             out.append(Run(name, seed, run_spec, root / f"{experiment}_s{seed}", experiment))
     return out
 

@@ -173,8 +173,9 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=commands.path_arg, default=REPO_ROOT / "data",
                         help="datasets: synthetic sets go here; real ones in DIR/cityscapes/ and DIR/ade20k/ "
                              "(default: the repository's data/)")
-    parser.add_argument("--out-dir", type=commands.path_arg, default=REPO_ROOT / "reports",
-                        help="report, results/ and figures/ go here (default: the repository's reports/)")
+    parser.add_argument("--out-dir", type=commands.path_arg, default=None,
+                        help="report, results/ and figures/ go here (default: the repository's reports/, with "
+                             "--plan full reports/<scale>-full/)")
     parser.add_argument("--runs-dir", type=commands.path_arg, default=REPO_ROOT / "runs",
                         help="one folder per training run (default: the repository's runs/)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
@@ -183,7 +184,54 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=_positive_int, help="training runs at once (default: the scale's)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the data, print the planned runs and notebooks, train nothing")
+    parser.add_argument("--plan", default="reference", choices=list(PLANS),
+                        help="reference: the committed reference's runs (the default, `make report`); full: every "
+                             "comparison decided (the scale's '-full' variant, e.g. quick-full), in chunks that pack "
+                             "their records into reports/<scale>-full/runs.tar.gz to commit")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="with --plan full: stop this chunk after this many minutes (default: run to the end)")
     commands.add_executor_arguments(parser)
+
+
+PLANS = {"reference": "", "full": "-full"}   # --plan → the suffix of the scale it selects
+
+
+def full_scale(scale: str) -> str:
+    """The scale ``--plan full`` selects for ``scale`` (quick → quick-full).
+
+    Raises:
+        UsageError: the scale has no full plan (one line naming the scales that have one).
+    """
+    name = scale + PLANS["full"]
+    if name not in SCALES:
+        have = sorted(s.removesuffix(PLANS["full"]) for s in SCALES if s.endswith(PLANS["full"]))
+        raise UsageError(f"--plan full: the {scale} scale has no full plan; scales with one: {have}")
+    return name
+
+
+def run_full(args) -> int:
+    """``armlib reproduce --plan full``: one chunk (:func:`armlib.reproduction.chunks.chunk`); its out folder
+    defaults to ``reports/<scale>-full``. 0 with every run and the report done, 2 cut at ``--minutes`` with runs
+    left (the same command continues), 1 failed."""
+    from armlib.reproduction import chunks, executors
+
+    scale = full_scale(args.scale)
+    out_dir = args.out_dir or str(REPO_ROOT / "reports" / scale)
+    if args.dry_run:
+        sc = get_scale(scale)
+        from armlib.reproduction import experiments
+
+        runs = experiments.plan_sections(select(args.only), sc, args.runs_dir, None, args.data_root)
+        print(plan_text(scale, args.only, args.data_root, out_dir, args.runs_dir))
+        print(chunks.forecast(runs, args.jobs or sc.jobs))
+        return 0
+    check_out_folder(args.runs_dir, "--runs-dir")
+    check_out_folder(out_dir, "--out-dir")
+    status = chunks.chunk(scale, args.runs_dir, args.data_root, out_dir, args.device, args.jobs, args.minutes,
+                          executor=args.executor, cluster=executors.cluster_options(args), keys=select(args.only))
+    if status == chunks.DONE:
+        print(f"report: {resolve(out_dir) / 'index.html'}")
+    return status
 
 
 def run_reproduce(args) -> int:
@@ -193,8 +241,15 @@ def run_reproduce(args) -> int:
 
     args.seeds = commands.flatten(args.seeds)
     for name in ("data_root", "out_dir", "runs_dir"):   # absolute Paths (armlib.commands); notebooks get strings
-        setattr(args, name, str(getattr(args, name)))
+        setattr(args, name, None if getattr(args, name) is None else str(getattr(args, name)))
     try:
+        if args.plan == "full":
+            if args.seeds:
+                raise UsageError("--seeds: a plan fixes its seeds; leave --seeds out with --plan full")
+            return run_full(args)   # a chunk turns signals into interrupts itself, and packs first
+        if args.minutes is not None:
+            raise UsageError("--minutes: only chunks stop early; use it with --plan full")
+        args.out_dir = args.out_dir or str(REPO_ROOT / "reports")
         if not args.dry_run:   # before any run starts, not at the first write of a training process
             check_out_folder(args.runs_dir, "--runs-dir")
             check_out_folder(args.out_dir, "--out-dir")

@@ -47,6 +47,19 @@ class Scale:
     primary_seeds: tuple[int, ...] | None = None  # seeds of the rows of primary claims (None: ``seeds``); under
     #                                               a confirmatory plan these are its pilot, rerun on request only
     plan: str | None = None          # confirmatory plan file in configs/plans/ (armlib.reproduction.design writes it)
+    followup: str | None = None      # a second confirmatory plan in configs/plans/ (every comparison; written from
+    #                                  the follow-up pilot, committed before any of its seeds runs)
+    followup_pilot: tuple[int, ...] = ()   # the follow-up's pilot: these seeds of every row, trained with the rest,
+    #                                        so that the study reads no committed pilot of another machine
+    shares: str | None = None        # the scale whose committed calibration this one reads (default: its own)
+    free_power: bool = False         # Table 6's TTA on every seed its rows train (issue 31); off for the quick
+    #                                  reference, whose 90-minute budget did not count it (42 more evaluations,
+    #                                  about 8 s each on the 2-core Xeon)
+
+    @property
+    def reference(self) -> str:
+        """The name under ``reports/`` of the committed calibration this scale reads."""
+        return self.shares or self.name
 
     def seeds_for(self, row_name: str, table: str, seeds=None) -> tuple[int, ...]:
         """The seeds a row runs with: ``seeds`` when given (``--seeds``); under a confirmatory plan the scale's
@@ -57,7 +70,7 @@ class Scale:
         if seeds is not None:
             return tuple(seeds)
         if self.plan is not None:
-            return tuple(sorted({*self.seeds, *confirmatory_seeds(table, row_name, self)}))
+            return tuple(sorted({*self.seeds, *self.followup_pilot, *planned_seeds(table, row_name, self)}))
         if self.primary_seeds is not None and (table, row_name) in primary_rows():
             return self.primary_seeds
         return self.seeds
@@ -81,6 +94,17 @@ SCALES = {
                    plan="quick.json",
                    models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
                    noise_levels=(0.0, 0.5, 1.0)),
+    # The quick scale with every comparison decided (issue 31), self-contained: the reference's runs trained again
+    # (quick.json's seeds), a pilot of seeds 0-4 of every row, then configs/plans/quick_full.json's seeds (19 and
+    # up, sized from that pilot), in chunks (armlib.reproduction.chunks). Quick-scale training is float32, so the
+    # same seed on another CPU family is another draw of training noise (seed 5's base: 65.61 mIoU on the
+    # reference's AMD EPYC, 63.94 on an Intel Xeon): its study reads no value of the reference's files.
+    # `armlib reproduce --scale quick --plan full` selects it.
+    "quick-full": Scale("quick-full", "quick.yaml", seeds=(0,), primary_seeds=(0, 1, 2, 3, 4), jobs=2, threads=1,
+                        plan="quick.json", followup="quick_full.json", followup_pilot=(1, 2, 3, 4), shares="quick",
+                        free_power=True,
+                        models={"r50": None, "r101": "deeplabv3plus_tiny", "ocr": "ocr_tiny"},
+                        noise_levels=(0.0, 0.5, 1.0)),
     # The quick scale's seed policy; its T is not calibrated yet (needs a lent GPU: `armlib calibrate --scale gpu`).
     "gpu": Scale("gpu", "gpu.yaml", seeds=(0,), primary_seeds=(0, 1, 2, 3, 4), jobs=4, threads=4,
                  models={"r50": "deeplabv3plus_r50", "r101": "deeplabv3plus_r101", "ocr": "ocr_r101"},
@@ -533,27 +557,67 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
-def claim_by_id(claim_id: str) -> tuple[str, Claim]:
-    """(table, claim) of a comparison claim's id; KeyError naming it otherwise."""
-    for table, claims in TABLE_CLAIMS.items():
-        for c in claims:
+def claim_by_id(claim_id: str, scale: Scale | None = None) -> tuple[str, Claim]:
+    """(table, claim) of a comparison claim's id, the noise sweep's at ``scale``'s levels included; KeyError naming
+    it otherwise."""
+    for table in TABLE_CLAIMS:
+        for c in claims_for(table, scale):
             if c.id == claim_id:
                 return table, c
-    raise KeyError(f"no claim {claim_id!r} in TABLE_CLAIMS")
+    raise KeyError(f"no claim {claim_id!r} in TABLE_CLAIMS" + (f" or the {scale.name} noise sweep" if scale else ""))
+
+
+def followup_plan(scale: Scale) -> dict | None:
+    """The scale's second confirmatory plan (``configs/plans/<Scale.followup>``); None when the scale has none or
+    while it is not written yet (its pilot, :attr:`Scale.followup_pilot`, is still running).
+
+    Raises:
+        ValueError: the plan file exists but is not valid JSON (one line naming the file).
+    """
+    if scale.followup is None or not (PLAN_DIR / scale.followup).exists():
+        return None
+    return _read_plan(PLAN_DIR / scale.followup)
+
+
+def plans(scale: Scale) -> list[dict]:
+    """The scale's confirmatory plans in the order they were written (the first, then the follow-up)."""
+    return [p for p in (confirmatory_plan(scale), followup_plan(scale)) if p is not None]
+
+
+def claim_rows(table: str, claim: Claim) -> tuple[str, str]:
+    """The grid rows a claim compares: its a and b, or in Table 6, whose metric is the annotation column,
+    ``<method>@<annotation>``."""
+    if table == "table6":
+        return f"{claim.a}@{claim.metric}", f"{claim.b}@{claim.metric}"
+    return claim.a, claim.b
+
+
+def _specs_of(comparison: dict, scale: Scale) -> list[dict]:
+    out = []
+    for claim_id in comparison["claims"]:
+        t, c = claim_by_id(claim_id, scale)
+        out += [_grid(t, scale)[r] for r in claim_rows(t, c)]
+    return out
+
+
+def planned_seeds(table: str, row_name: str, scale: Scale) -> dict[int, str]:
+    """{seed: hash of the plan that names it} for a row under the scale's plans (:func:`plans`): the seeds of every
+    planned comparison one of whose rows is the same experiment (same spec), so an experiment that several tables
+    show runs one set of seeds. Table 6's rows are such experiments too: their test-time-augmentation mIoU is an
+    evaluation of runs the plans train anyway, so with :attr:`Scale.free_power` it is measured on every one of their
+    seeds (issue 31), never trained for; without, Table 6 runs at the scale's seeds alone."""
+    if table == "table6" and not scale.free_power:
+        return {}
+    spec = _grid(table, scale).get(row_name)
+    out: dict[int, str] = {}
+    for plan in plans(scale):
+        h = plan_hash(plan)
+        for comparison in plan["comparisons"]:
+            if spec in _specs_of(comparison, scale):
+                out.update({seed: h for seed in comparison["seeds"]})
+    return out
 
 
 def confirmatory_seeds(table: str, row_name: str, scale: Scale) -> tuple[int, ...]:
-    """The confirmatory seeds of a row under the scale's plan: those of every planned comparison one of whose
-    rows is the same experiment (same spec), so an experiment that several tables show runs one set of seeds
-    (Table 6's rows excepted: they are evaluated with TTA, which the plan neither tests nor budgets)."""
-    plan = confirmatory_plan(scale)
-    if plan is None or table == "table6":   # Table 6 measures its rows with TTA, a metric no plan tests: seed 0
-        return ()                           # only, rather than minutes of TTA the budget did not count
-    spec = _grid(table, scale).get(row_name)
-    out = set()
-    for comparison in plan["comparisons"]:
-        for claim_id in comparison["claims"]:
-            t, c = claim_by_id(claim_id)
-            if spec in (_grid(t, scale)[c.a], _grid(t, scale)[c.b]):
-                out.update(comparison["seeds"])
-    return tuple(sorted(out))
+    """The seeds :func:`planned_seeds` names for a row, sorted."""
+    return tuple(sorted(planned_seeds(table, row_name, scale)))

@@ -256,6 +256,70 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
     return out.tolist()
 
 
+def graphical(pvalues: Sequence[float], weights: Sequence[float], transitions: Sequence[Sequence[float]],
+              alpha: float = ALPHA) -> list[float]:
+    """Adjusted p-values of the Bonferroni-based graphical procedure (Bretz, Maurer, Brannath & Posch 2009,
+    Stat. Med. 28:586, Algorithm 1 and its adjusted p-values, Sec. 3): hypothesis i starts with level
+    ``weights[i]``·α; when one is rejected its level passes to the others along ``transitions`` (row i: the
+    shares it passes, diagonal 0, each row summing to at most 1), and the graph is updated. Controls the
+    familywise error at α under any dependence. A hypothesis is rejected when its adjusted p is < α.
+
+    Written here because no maintained Python package implements it (statsmodels has Holm, Bonferroni and the
+    FDR procedures; the reference implementation is R's gMCP). Holm is the special case of equal weights and
+    transitions 1/(m − 1), the fixed sequence that of weights (1, 0, …) and transitions i → i + 1; the tests
+    check both against :func:`holm` and :func:`fixed_sequence`.
+
+    A NaN p (a hypothesis not tested) is never rejected and keeps its level, so the others cannot borrow it.
+
+    Raises:
+        ValueError: weights not in [0, 1] or summing above 1, or transitions not square, with a non-zero diagonal,
+            negative, or a row summing above 1.
+    """
+    p = [float(x) for x in pvalues]
+    m = len(p)
+    w = [float(x) for x in weights]
+    g = [[float(x) for x in row] for row in transitions]
+    if len(w) != m or any(x < 0 or x > 1 for x in w) or sum(w) > 1 + 1e-12:
+        raise ValueError(f"weights must be {m} numbers in [0, 1] summing to at most 1, got {list(weights)}")
+    if len(g) != m or any(len(row) != m for row in g) or any(g[i][i] for i in range(m)) or \
+            any(x < 0 for row in g for x in row) or any(sum(row) > 1 + 1e-12 for row in g):
+        raise ValueError("transitions must be a square matrix of the hypotheses' size, zero on the diagonal, "
+                         f"non-negative, each row summing to at most 1, got {transitions}")
+    adjusted = [math.nan] * m
+    graph = set(range(m))                       # hypotheses not yet rejected (untested ones stay)
+    active = [i for i in range(m) if math.isfinite(p[i])]
+    running = 0.0
+    while active:
+        j = min(active, key=lambda i: (p[i] / w[i] if w[i] > 0 else math.inf, i))
+        running = max(running, min(1.0, p[j] / w[j] if w[j] > 0 else math.inf))
+        adjusted[j] = running
+        active.remove(j)
+        graph.discard(j)
+        # Algorithm 1's update: j's level goes along its edges, and every edge through j is rerouted
+        new_w = {i: w[i] + w[j] * g[j][i] for i in graph}
+        new_g = {(i, k): (g[i][k] + g[i][j] * g[j][k]) / (1 - g[i][j] * g[j][i])
+                 if i != k and g[i][j] * g[j][i] < 1 else 0.0 for i in graph for k in graph}
+        for i in graph:
+            w[i] = new_w[i]
+            for k in graph:
+                g[i][k] = new_g[i, k]
+    return adjusted
+
+
+def benjamini_hochberg(pvalues: Sequence[float], q: float = ALPHA) -> list[float]:
+    """Benjamini–Hochberg adjusted p-values (statsmodels ``multipletests``, ``fdr_bh``): rejecting those < q keeps
+    the expected share of false rejections at most q (independent or positively dependent tests). NaN entries stay
+    NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=q, method="fdr_bh")[1]
+    return out.tolist()
+
+
 # -- per-seed results ------------------------------------------------------------------------------------
 
 def seed_results(records: pd.DataFrame, table: str, metrics: Sequence[str] | None = None) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from scipy import stats as sps
 from armlib.reproduction.paper import paper_value
 from armlib.reproduction.sections import ALPHA, EQUIVALENCE, FIXED_SEQUENCE, HOLM, POWER, PRIMARY, Claim
 from armlib.reproduction.stats import (CONTRADICTED, FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, REPRODUCED, WORST,
-                                       PairedComparison, fixed_sequence, holm, minimal_detectable_effect,
+                                       PairedComparison, benjamini_hochberg, fixed_sequence, graphical, holm, minimal_detectable_effect,
                                        paired_comparison, seeds_needed, tost_p, tost_seeds_needed)
 from armlib.runs import is_failed
 
@@ -212,24 +212,32 @@ PILOT, CONFIRMATORY = "pilot", "confirmatory"
 
 
 def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], plan: Mapping | None = None,
-                  alpha: float = ALPHA, power: float = POWER) -> pd.DataFrame:
+                  alpha: float = ALPHA, power: float = POWER, followup: Mapping | None = None) -> pd.DataFrame:
     """Every claim's verdict, pilot and confirmation kept apart (column ``stage``).
 
     Without a plan: :func:`evaluate_claims` on every seed, stage "". With a confirmatory plan
     (:func:`armlib.reproduction.sections.confirmatory_plan`): the pilot (every seed the plan does not name) as
     :func:`evaluate_claims` gives it, stage "pilot", exploratory whatever its family; and the plan's primary
     comparisons on its confirmatory seeds alone, stage "confirmatory", id ``<claim>@confirmatory``, tested as the
-    plan says (its procedure, in its order, at its α). A comparison the plan could not fund says so.
+    plan says (its procedure, in its order, at its α). A comparison the plan could not fund says so. Table 6's
+    comparisons are tested on the plan's seeds too wherever both their rows have them (:func:`free_power_claims`).
+
+    With a follow-up plan (:func:`armlib.reproduction.sections.followup_plan`) its seeds leave the pilot as well,
+    and its comparisons (Table 6's among them) are decided as it says (:func:`followup_claims`), stage
+    "follow-up".
     """
     if plan is None:
         return evaluate_claims(seeds, claims, alpha, power).assign(stage="")
     planned = {s for c in plan["comparisons"] for s in c["seeds"]}
-    pilot = evaluate_claims(seeds[~seeds.seed.isin(planned)], claims, alpha, power).assign(stage=PILOT)
+    later = {s for c in (followup or {}).get("comparisons", ()) for s in c["seeds"]}
+    pilot = evaluate_claims(seeds[~seeds.seed.isin(planned | later)], claims, alpha, power).assign(stage=PILOT)
+    stages = [followup_claims(seeds, claims, followup)] if followup else [
+        free_power_claims(seeds[seeds.seed.isin(planned)], claims, alpha, power)]
     order = [claim_id for c in plan["comparisons"] for claim_id in c["claims"]]
     mine = {t: [c for c in cs if c.id in order] for t, cs in claims.items()}
     mine = {t: cs for t, cs in mine.items() if cs}
     if not mine:
-        return pilot
+        return pd.concat([*stages, pilot], ignore_index=True)
     confirm = evaluate_claims(seeds[seeds.seed.isin(planned)], mine, plan["alpha"], plan["power"],
                               procedure=plan["procedure"], order=order)
     rank = {claim_id: k for k, c in enumerate(plan["comparisons"]) for claim_id in c["claims"]}
@@ -252,7 +260,103 @@ def staged_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], pl
         verdicts.append(verdict)
         notes.append(planned_note + "); " + why)
     confirm = confirm.assign(verdict=verdicts, note=notes, id=confirm.id + "@" + CONFIRMATORY, stage=CONFIRMATORY)
-    return pd.concat([confirm, pilot], ignore_index=True)
+    return pd.concat([confirm, *stages, pilot], ignore_index=True)
+
+
+FREE_POWER_NOTE = ("free power: the test-time-augmentation mIoU of runs the plan trained for other comparisons "
+                   "(secondary, raw p)")
+
+
+def free_power_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], alpha: float = ALPHA,
+                      power: float = POWER) -> pd.DataFrame:
+    """Table 6's comparisons on a plan's seeds (``seeds`` holds those alone) wherever both rows have at least two of
+    them: an evaluation of models trained anyway, so they cost no training (issue 31); stage "confirmatory", id
+    ``<claim>@confirmatory``, secondary with raw p as the plan did not name them."""
+    t6 = seeds[seeds.table == "table6"]
+    keep = []
+    for c in claims.get("table6", ()):
+        a = set(t6[(t6.row == c.a) & (t6.metric == c.metric)].seed)
+        b = set(t6[(t6.row == c.b) & (t6.metric == c.metric)].seed)
+        if len(a & b) >= 2:
+            keep.append(c)
+    if not keep:
+        return pd.DataFrame(columns=CLAIM_COLUMNS)
+    out = evaluate_claims(t6, {"table6": keep}, alpha, power)
+    return out.assign(id=out.id + "@" + CONFIRMATORY, stage=CONFIRMATORY, note=FREE_POWER_NOTE + "; " + out.note)
+
+
+FOLLOWUP = "follow-up"
+
+
+def _followup_comparison(seeds: pd.DataFrame, by_id: Mapping[str, tuple[str, Claim]], c: Mapping,
+                         alpha: float, power: float) -> tuple[pd.DataFrame, str]:
+    """One follow-up comparison's claims on its planned seeds (free and new), and its state: "tested",
+    "pending" (a planned seed has not run yet) or "not funded"."""
+    planned = set(c["free_seeds"]) | set(c["seeds"])
+    members: dict[str, list[Claim]] = {}
+    for cid in c["claims"]:
+        table, claim = by_id[cid]
+        members.setdefault(table, []).append(claim)
+    rows = evaluate_claims(seeds[seeds.seed.isin(planned)], members, alpha, power)
+    if not planned:
+        return rows, "not funded"
+    table, claim = by_id[c["claim"]]
+    have = seeds[(seeds.table == table) & seeds.seed.isin(planned) & (seeds.metric == claim.metric)]
+    complete = all(planned <= set(have[have.row == r].seed) for r in (claim.a, claim.b))
+    return rows, "tested" if complete else "pending"
+
+
+def followup_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], plan: Mapping) -> pd.DataFrame:
+    """The follow-up plan's comparisons (:func:`armlib.reproduction.design.make_followup_plan`), decided as it
+    fixes: each on its planned seeds alone, once every one of them has run ("not run", pending, before: no interim
+    look); the primary family by the graphical procedure over its graph, the secondary by Benjamini–Hochberg at q,
+    each family's adjustment made only once none of its comparisons is pending. Stage "follow-up", id
+    ``<claim>@follow-up``."""
+    alpha, power = plan["alpha"], plan["power"]
+    by_id = {c.id: (t, c) for t, cs in claims.items() for c in cs}
+    comparisons = [c for c in plan["comparisons"] if all(cid in by_id for cid in c["claims"])]
+    results = {c["claim"]: _followup_comparison(seeds, by_id, c, alpha, power) for c in comparisons}
+    adjusted: dict[str, float] = {}
+    graph = plan["primary"]
+    for family, ids in ((PRIMARY, graph["hypotheses"]),
+                        ("secondary", [c["claim"] for c in comparisons if c["family"] != PRIMARY])):
+        ids = [i for i in ids if i in results]
+        if any(results[i][1] == "pending" for i in ids):
+            continue
+        p = [float(results[i][0].set_index("id").loc[i, "p_tost" if by_id[i][1].test == EQUIVALENCE else "p"])
+             if results[i][1] == "tested" else math.nan for i in ids]
+        if family == PRIMARY:
+            index = [graph["hypotheses"].index(i) for i in ids]
+            p_adj = graphical(p, [graph["weights"][k] for k in index],
+                              [[graph["transitions"][k][j] for j in index] for k in index], alpha)
+        else:
+            p_adj = benjamini_hochberg(p, plan["secondary"]["q"])
+        adjusted.update(zip(ids, p_adj))
+    frames = []
+    for c in comparisons:
+        rows, state = results[c["claim"]]
+        planned = sorted(set(c["free_seeds"]) | set(c["seeds"]))
+        seeds_note = (f"planned seeds {planned[0]}–{planned[-1]} ({len(planned)}; "
+                      f"{len(c['free_seeds'])} free)" if planned else "no planned seed")
+        procedure = plan["primary"]["procedure"] if c["family"] == PRIMARY else plan["secondary"]["procedure"]
+        verdicts, notes, p_adj = [], [], []
+        for r in rows.itertuples():
+            claim = by_id[r.id][1]
+            if state == "not funded":
+                verdict, why = NOT_RUN, c["note"]
+            elif state == "pending" or c["claim"] not in adjusted:
+                verdict, why = NOT_RUN, "pending: analysed once every planned seed of its family has run"
+            else:
+                comp = PairedComparison(**{f: getattr(r, f) for f in PairedComparison.__dataclass_fields__})
+                verdict, why = _verdict(claim, comp, adjusted[c["claim"]], alpha)
+                if claim.diverges and r.n_diverged_a * 2 >= r.n:
+                    verdict, why = REPRODUCED, f"{int(r.n_diverged_a)} of {int(r.n)} seeds of {claim.a} diverged"
+            verdicts.append(verdict)
+            notes.append(f"{seeds_note}, plan n = {c['n_needed']}, power {c['power']:.2f}; {why}")
+            p_adj.append(adjusted.get(c["claim"], math.nan))
+        frames.append(rows.assign(verdict=verdicts, note=notes, p_adjusted=p_adj, procedure=procedure,
+                                  family=c["family"], id=rows.id + "@" + FOLLOWUP, stage=FOLLOWUP))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
 CLAIM_COLUMNS = ("id", "table", "text", "a", "b", "metric", "family", "test", "margin", "n", "delta", "sd",

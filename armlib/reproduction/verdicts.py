@@ -20,8 +20,8 @@ import pandas as pd
 from armlib.reproduction import stats, verdict_rules
 from armlib.paths import atomic_write_text, resolve
 from armlib.reproduction.results import read_csv, read_json, read_seed_results, results_dir, with_pilot
-from armlib.reproduction.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan, get_scale,
-                             get_section)
+from armlib.reproduction.sections import (SCALES, SECTIONS, SECTION_KEYS, Scale, claims_for, confirmatory_plan,
+                                          followup_plan, get_scale, get_section)
 
 CLAIMS_FILE = "claims.csv"
 
@@ -111,8 +111,8 @@ def _comparisons(seeds: pd.DataFrame, scale: Scale) -> pd.DataFrame:
     (:func:`armlib.reproduction.verdict_rules.staged_claims`), each experiment with all its seeds (:func:`armlib.reproduction.stats.unify_experiments`)."""
     present = set(seeds.table.unique())
     return verdict_rules.staged_claims(stats.unify_experiments(seeds),
-                               {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
-                               confirmatory_plan(scale))
+                                       {k: claims_for(k, scale) for k in SECTION_KEYS if k in present},
+                                       confirmatory_plan(scale), followup=followup_plan(scale))
 
 
 def _scale_of(folder: Path) -> Scale:

@@ -1,6 +1,8 @@
 """What the figure sections share: the trained run they analyse and its per-pixel statistics."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import torch
 
@@ -37,6 +39,33 @@ def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fi
         if fine is not None:
             out["fine"].append(fine)
     return {k: torch.cat(v) if v else None for k, v in out.items()}
+
+
+LOSS_CURVE_FILE = "train_loss_curve.json"
+
+
+def train_loss_curve(run: experiments.Run, device: str = "auto") -> pd.DataFrame:
+    """A trained run's mean CE per variance bin (:func:`armlib.reproduction.analysis.loss_per_variance_bin`) on its
+    own predictions for :data:`ANALYSIS_IMAGES` training images, cached in ``<run>/train_loss_curve.json``: the
+    learned-curve section's Hölder prediction per seed then needs the checkpoint only once, in the chunk that
+    trained the run (:mod:`armlib.reproduction.chunks`). Floats are stored as JSON numbers, which round-trip
+    exactly, so a cached curve gives the same correlation as a fresh one."""
+    from armlib.paths import atomic_write_text
+
+    cache = run.out / LOSS_CURVE_FILE
+    key = {"split": "train", "images": ANALYSIS_IMAGES}
+    if cache.exists():
+        try:
+            stored = json.loads(cache.read_text())
+        except ValueError:   # a damaged cache is recomputed (and rewritten whole) below
+            stored = {}
+        if stored.get("settings") == key and "curve" in stored:
+            return pd.DataFrame(stored["curve"])
+    px = pixels(run, "train", device, ANALYSIS_IMAGES)
+    valid = px["target"] != 255
+    curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+    atomic_write_text(cache, json.dumps({"settings": key, "curve": curve.to_dict("list")}))
+    return curve
 
 
 def unusable(run: experiments.Run) -> str | None:

@@ -17,7 +17,7 @@ import seaborn as sns
 from armlib import arm
 from armlib.reproduction import analysis, executors, experiments, results, sections, stats, verdict_rules, verdicts
 from armlib.reproduction.plots import legend_beside, save
-from armlib.reproduction.report_sections._runs import ANALYSIS_IMAGES, pixels
+from armlib.reproduction.report_sections._runs import train_loss_curve
 from armlib.runs import is_failed, read_record
 from armlib.reproduction.sections import get_scale
 
@@ -46,9 +46,7 @@ def measure(scale="quick", seeds=None, data_root="data", device="auto", out_dir=
         curve = None
         # a curve that never left its initialisation says nothing about where ARM converges
         if has_moved:
-            px = pixels(r, "train", device, ANALYSIS_IMAGES)
-            valid = px["target"] != 255
-            curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])
+            curve = train_loss_curve(r, device)
             predicted = analysis.holder_prediction(curve, p=2.0)
             learned_at_bins = np.interp(curve["v_mid"], v, w)
             ok = (curve["count"].to_numpy() >= 100) & np.isfinite(predicted)
