@@ -244,16 +244,21 @@ def fixed_sequence(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
-    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN and do not count."""
+def _multipletests(pvalues: Sequence[float], alpha: float, method: str) -> list[float]:
+    """statsmodels ``multipletests`` adjusted p-values over the finite entries; NaN entries stay NaN."""
     from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(pvalues, dtype=float)
     out = np.full(len(p), np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], alpha=alpha, method="holm")[1]
+        out[ok] = multipletests(p[ok], alpha=alpha, method=method)[1]
     return out.tolist()
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
+    """Holm-adjusted p-values (statsmodels ``multipletests``); NaN entries stay NaN and do not count."""
+    return _multipletests(pvalues, alpha, "holm")
 
 
 def graphical(pvalues: Sequence[float], weights: Sequence[float], transitions: Sequence[Sequence[float]],
@@ -310,14 +315,7 @@ def benjamini_hochberg(pvalues: Sequence[float], q: float = ALPHA) -> list[float
     """Benjamini–Hochberg adjusted p-values (statsmodels ``multipletests``, ``fdr_bh``): rejecting those < q keeps
     the expected share of false rejections at most q (independent or positively dependent tests). NaN entries stay
     NaN and do not count."""
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(len(p), np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], alpha=q, method="fdr_bh")[1]
-    return out.tolist()
+    return _multipletests(pvalues, q, "fdr_bh")
 
 
 # -- per-seed results ------------------------------------------------------------------------------------

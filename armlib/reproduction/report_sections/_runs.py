@@ -44,6 +44,18 @@ def pixels(run: experiments.Run, split: str, device: str, n_images: int, with_fi
 LOSS_CURVE_FILE = "train_loss_curve.json"
 
 
+def read_cache(path, settings: dict, field: str):
+    """``field`` of a run's cached evaluation at ``path`` when it was computed with ``settings``; None when the
+    file is absent, damaged (then it is recomputed and rewritten whole) or made with other settings."""
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return stored[field] if stored.get("settings") == settings and field in stored else None
+
+
 def train_loss_curve(run: experiments.Run, device: str = "auto") -> pd.DataFrame:
     """A trained run's mean CE per variance bin (:func:`armlib.reproduction.analysis.loss_per_variance_bin`) on its
     own predictions for :data:`ANALYSIS_IMAGES` training images, cached in ``<run>/train_loss_curve.json``: the
@@ -54,13 +66,8 @@ def train_loss_curve(run: experiments.Run, device: str = "auto") -> pd.DataFrame
 
     cache = run.out / LOSS_CURVE_FILE
     key = {"split": "train", "images": ANALYSIS_IMAGES}
-    if cache.exists():
-        try:
-            stored = json.loads(cache.read_text())
-        except ValueError:   # a damaged cache is recomputed (and rewritten whole) below
-            stored = {}
-        if stored.get("settings") == key and "curve" in stored:
-            return pd.DataFrame(stored["curve"])
+    if (stored := read_cache(cache, key, "curve")) is not None:
+        return pd.DataFrame(stored)
     px = pixels(run, "train", device, ANALYSIS_IMAGES)
     valid = px["target"] != 255
     curve = analysis.loss_per_variance_bin(px["v"][valid], px["loss"][valid])

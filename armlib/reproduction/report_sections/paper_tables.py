@@ -18,6 +18,7 @@ from armlib import arm
 from armlib.reproduction import executors, experiments, results, sections, stats, verdicts
 from armlib.paths import atomic_write_text
 from armlib.reproduction.plots import save
+from armlib.reproduction.report_sections._runs import read_cache
 from armlib.runs import is_failed, read_record
 from armlib.reproduction.sections import get_scale
 
@@ -62,13 +63,8 @@ def tta_metrics(run: experiments.Run, scale: sections.Scale, device="auto") -> d
     cache = run.out / "tta.json"
     # "classes" in the key: caches written before the TTA mIoU left the unresolved classes out are recomputed
     key = {"scales": list(scale.tta_scales), "flip": True, "classes": "reported"}
-    if cache.exists():
-        try:
-            stored = json.loads(cache.read_text())
-        except ValueError:   # a damaged cache is recomputed (and rewritten whole) below
-            stored = {}
-        if stored.get("settings") == key and "metrics" in stored:
-            return stored["metrics"]
+    if (stored := read_cache(cache, key, "metrics")) is not None:
+        return stored
     record = read_record(run.out)
     if is_failed(record.get("status")):
         metrics = {"aAcc": math.nan, "mAcc": math.nan, "mIoU": math.nan}
