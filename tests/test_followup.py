@@ -228,3 +228,45 @@ def test_table_6_is_tested_on_the_first_plans_seeds_where_both_rows_have_them():
     out = verdict_rules.free_power_claims(seeds, {"table6": sx.TABLE_CLAIMS["table6"]}).set_index("id")
     assert list(out.index) == ["t6_arm_coarse@confirmatory"]
     assert out.iloc[0].n == 3 and out.iloc[0].note.startswith(verdict_rules.FREE_POWER_NOTE)
+
+
+# -- the report of a follow-up ------------------------------------------------------------------------------------
+
+def test_the_report_lists_the_follow_up_verdicts_and_the_forest_shows_each_comparison_once(tmp_path, monkeypatch):
+    """Issue 31's first screen: the follow-up plan's primary comparisons with their verdicts and funding, its
+    secondary ones folded beneath; the forest plot has each comparison once, at the plan's seeds, primary first."""
+    from armlib.reproduction import plots, report, results, verdicts
+
+    seeds = [0, 1, 2, 3, 4, 19, 20, 21, 22]
+    rows = []
+    for s in seeds:
+        for row, value in (("ce", 60 + s % 3), ("kl", 48 + s % 2), ("gce", 61.5 + s % 3 + (s % 2) * 0.1),
+                           ("kl_arm", 50.0 + s % 2)):
+            rows.append({"table": "table4", "row": row, "seed": s, "metric": "mIoU", "value": float(value),
+                         "status": "ok", "experiment": row, "arm_moved": None})
+    results.write_section(tmp_path, "table4", per_seed=pd.DataFrame(rows))
+    (tmp_path / "results" / "meta_table4.json").write_text('{"scale": "quick"}')
+    first = {"alpha": 0.05, "power": 0.8, "procedure": sx.FIXED_SEQUENCE, "comparisons": []}
+    followup = {**tiny_plan(), "n_max": 20}
+    for c in followup["comparisons"]:
+        c["funded"] = bool(c["seeds"])
+    for module in (sx, verdicts):
+        monkeypatch.setattr(module, "confirmatory_plan", lambda scale: first)
+        monkeypatch.setattr(module, "followup_plan", lambda scale: followup)
+    drawn = {}
+
+    def forest(frame, out_dir, name):
+        drawn["rows"] = frame
+        return plots.plt.figure()
+
+    monkeypatch.setattr(plots, "forest", forest)
+    verdicts.write(tmp_path)
+    page = report.render(tmp_path).read_text()
+    front = page[:page.index("<table")]
+    assert f"Follow-up: plan {sx.plan_hash(followup)}" in front and "Benjamini–Hochberg at q = 0.05" in front
+    assert "4 new seeds (19–22), power 0.90" in front
+    assert "not funded: needs 80 seeds" in front and "<details>" in front
+    labels = list(drawn["rows"].label)
+    assert labels[0].startswith("[F]")                     # the follow-up's primary comparison first
+    assert sum(label.startswith("[F]") for label in labels) == 2   # its two tested comparisons, once each
+    assert len(labels) == 3 and labels[-1].startswith("[S]")  # and the unfunded one at the pilot's seeds

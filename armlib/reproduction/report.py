@@ -76,9 +76,26 @@ def _tested(c: dict) -> bool:
     return c["test"] != "threshold" and c["verdict"] != "not run" and not pd.isna(c["n"]) and c["n"] >= 2
 
 
+PLANNED_STAGES = (verdict_rules.CONFIRMATORY, verdict_rules.FOLLOWUP)   # stages decided on a plan's own seeds
+
+
+def _planned_stage(c: dict) -> bool:
+    return cells.text(c.get("stage")) in PLANNED_STAGES
+
+
+def _adjusted(c: dict) -> bool:
+    """Whether the claim's verdict reads its family's adjusted p: the primary family's, and the follow-up's
+    secondary family (Benjamini-Hochberg), once computed."""
+    decided_family = c["family"] == "primary" or cells.text(c.get("stage")) == verdict_rules.FOLLOWUP
+    return decided_family and not pd.isna(c.get("p_adjusted"))
+
+
 def _stage(c: dict) -> str:
-    """The claim's family with its stage: "primary, confirmatory", "primary, pilot (exploratory)", …"""
+    """The claim's family with its stage: "primary, confirmatory", "primary, pilot (exploratory)",
+    "secondary, follow-up", …"""
     stage = cells.text(c.get("stage"))
+    if stage == verdict_rules.FOLLOWUP:
+        return f"{c['family']}, follow-up"
     if c["family"] != "primary":
         return "secondary (exploratory)"
     return {"confirmatory": "primary, confirmatory", "pilot": "primary, pilot (exploratory)"}.get(stage, "primary")
@@ -101,7 +118,7 @@ def _tested_row(c: dict, scale) -> dict:
     relative = (cells.num(c["ours_relative_pct"], 1, True)
                 if c["paper_base"] >= verdict_rules.WORKING_BASE and not pd.isna(c.get("ours_relative_pct")) else None)
     adjusted = ({"p": cells.p(c["p_adjusted"]), "procedure": cells.text(c.get("procedure")) or "holm"}
-                if c["family"] == "primary" and not pd.isna(c.get("p_adjusted")) else None)
+                if _adjusted(c) else None)
     return {"text": cells.what_ran(str(c["text"]), scale), "stage": _stage(c), "paper_delta": _paper_delta(c),
             "shared": c["tables"] if isinstance(c.get("tables"), str) and " " in c["tables"] else None,
             "delta": cells.num(c["delta"], signed=True), "ci_low": cells.num(c["ci_low"], signed=True),
@@ -114,22 +131,30 @@ def _tested_row(c: dict, scale) -> dict:
 
 def _claims_tables(df: pd.DataFrame, scale=None) -> dict:
     """The section's claims: the tested ones (two seeds or more), "one seed: no test" and "not run" apart (the
-    confirmatory ones not run yet apart from those not run at this scale), then the thresholds."""
+    planned ones not run yet apart from those not run at this scale), then the thresholds."""
     records = df.to_dict("records")
-    planned = [c for c in records if c["verdict"] == "not run" and cells.text(c.get("stage")) == "confirmatory"]
+    planned = [c for c in records if c["verdict"] == "not run" and _planned_stage(c)]
     thresholds = [c for c in records if c["test"] == "threshold"]
     return {
         "tested": [_tested_row(c, scale) for c in records if _tested(c)],
         "one_seed": [{"text": cells.what_ran(str(c["text"]), scale), "stage": _stage(c), "paper_delta": _paper_delta(c),
                       "delta": cells.num(c["delta"], signed=True)}
                      for c in records if c["test"] != "threshold" and c["verdict"] != "not run" and not _tested(c)],
-        "planned": [{"text": cells.what_ran(str(c["text"]), scale), "why": cells.text(c["note"]).split(";")[0]} for c in planned],
+        "planned": [{"text": cells.what_ran(str(c["text"]), scale), "stage": _stage(c), "why": _why_not_run(c)}
+                    for c in planned],
         "not_run": [cells.what_ran(str(c["text"]), scale) for c in records
                     if c["verdict"] == "not run" and c not in planned],
         "thresholds": [{"text": str(c["text"]), "criterion": str(c["threshold"]), "metric": str(c["metric"]),
                         "value": cells.num(c["value"], 3), "verdict": cells.word(c["verdict"]), "note": cells.text(c["note"])}
                        for c in thresholds],
         "why": any(cells.text(c.get("note")) for c in thresholds)}
+
+
+def _why_not_run(c: dict) -> str:
+    """A planned comparison's reason for having no verdict: the first plan's notes start with it, the follow-up's
+    end with it ("pending: …", "not funded: …")."""
+    parts = cells.text(c["note"]).split("; ")
+    return parts[-1] if cells.text(c.get("stage")) == verdict_rules.FOLLOWUP else parts[0]
 
 
 def _section_finding(claims: pd.DataFrame) -> str:
@@ -140,9 +165,9 @@ def _section_finding(claims: pd.DataFrame) -> str:
     parts = [f"{len(tested)} tested comparison{'s' * (len(tested) != 1)}"
              + (" (" + ", ".join(f"{counts[v]} {v}" for v in stats.VERDICTS if v in counts) + ")" if tested else "")]
     one = sum(c["test"] != "threshold" and c["verdict"] != "not run" and not _tested(c) for c in records)
-    waiting = sum(c["verdict"] == "not run" and cells.text(c.get("stage")) == "confirmatory" for c in records)
-    absent = sum(c["verdict"] == "not run" and cells.text(c.get("stage")) != "confirmatory" for c in records)
-    parts += [f"{one} with one seed (no test)"] * bool(one) + [f"{waiting} confirmatory not run yet"] * bool(waiting)
+    waiting = sum(c["verdict"] == "not run" and _planned_stage(c) for c in records)
+    absent = sum(c["verdict"] == "not run" and not _planned_stage(c) for c in records)
+    parts += [f"{one} with one seed (no test)"] * bool(one) + [f"{waiting} planned, not run yet"] * bool(waiting)
     parts += [f"{absent} not run at this scale"] * bool(absent)
     return "; ".join(parts) + "."
 
@@ -176,9 +201,9 @@ def _section(section, out_dir: Path, claims: pd.DataFrame, shown: pd.DataFrame, 
 
 def _result(c: dict) -> str:
     """"Δ +1.49 [+0.02, +2.96], n 5, p 0.19 (holm); paper +1.50 at our base"."""
-    primary = c["family"] == "primary" and not pd.isna(c.get("p_adjusted"))
-    p = c["p_adjusted"] if primary else c["p_tost"] if c["test"] == "equivalence" else c["p"]
-    which = (cells.text(c.get("procedure")) or "holm") if primary else "TOST" if c["test"] == "equivalence" else "raw"
+    adjusted = _adjusted(c)
+    p = c["p_adjusted"] if adjusted else c["p_tost"] if c["test"] == "equivalence" else c["p"]
+    which = (cells.text(c.get("procedure")) or "holm") if adjusted else "TOST" if c["test"] == "equivalence" else "raw"
     paper = "" if pd.isna(c.get("paper_effect_at_our_base")) else (
         f"; paper {cells.num(c['paper_effect_at_our_base'], signed=True)} at our base")
     return (f"Δ {cells.num(c['delta'], signed=True)} [{cells.num(c['ci_low'], signed=True)}, {cells.num(c['ci_high'], signed=True)}],"
@@ -208,10 +233,37 @@ def _planned(claims: pd.DataFrame, plan: dict, scale) -> dict:
             "comparisons": items}
 
 
-def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> dict | None:
-    """The verdicts a reviewer reads in one minute: the confirmatory plan's comparisons in its order, the pilot's
-    primary ones, the tested secondary ones, then counts of what could not be tested and of the thresholds; None
-    when no claim could be checked."""
+def _followup(claims: pd.DataFrame, plan: dict, scale) -> dict:
+    """The follow-up plan's comparisons, primary first, in its order: each with its verdict at its final n, or
+    why it has none yet ("pending": a planned seed has not run; "not funded" with the seeds it needs)."""
+    from armlib.reproduction.sections import plan_hash
+
+    decided = {c["id"].removesuffix("@" + verdict_rules.FOLLOWUP): c for c in claims.to_dict("records")
+               if cells.text(c.get("stage")) == verdict_rules.FOLLOWUP}
+    families = {"primary": [], "secondary": []}
+    for comparison in plan["comparisons"]:
+        c = decided.get(comparison["claim"])
+        if c is None:
+            continue
+        seeds, free = comparison["seeds"], comparison["free_seeds"]
+        if comparison["funded"]:
+            funded = (f"{len(seeds)} new seeds ({cells.ranges(seeds)})" if seeds else "no new seed")
+            funded += f" + {len(free)} free" if free else ""
+            funded += f", power {comparison['power']:.2f}"
+        else:
+            funded = cells.text(comparison["note"])
+        pending = None if _tested(c) else "pending" if comparison["funded"] else "not funded"
+        families["primary" if comparison["family"] == "primary" else "secondary"].append(
+            {"text": cells.what_ran(str(c["text"]), scale), "verdict": cells.word(c["verdict"]), "funded": funded,
+             "result": _result(c) if _tested(c) else None, "pending": pending})
+    return {"hash": plan_hash(plan), "alpha": f"{plan['alpha']:g}", "q": f"{plan['secondary']['q']:g}",
+            "n_max": plan["n_max"], **families}
+
+
+def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale, followup: dict | None = None) -> dict | None:
+    """The verdicts a reviewer reads in one minute: the confirmatory plan's comparisons in its order, the
+    follow-up plan's (primary, then secondary), the pilot's primary ones, the tested secondary ones of the pilot,
+    then counts of what could not be tested and of the thresholds; None when no claim could be checked."""
     if not len(claims):
         return None
     distinct = verdict_rules.distinct_verdicts(claims).to_dict("records")
@@ -219,9 +271,10 @@ def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> dict | None
     if plan is not None:   # in the plan's order, each named by the claim the plan names it by
         named = {c["id"]: c for c in claims.to_dict("records") if cells.text(c.get("stage")) == "pilot"}
         pilot = [named[k["claim"]] for k in plan["comparisons"] if k["claim"] in named]
-    secondary = [c for c in distinct if c["family"] == "secondary"]
+    secondary = [c for c in distinct if c["family"] == "secondary" and not _planned_stage(c)]
     thresholds = [c for c in distinct if c["family"] == "threshold"]
     return {"plan": _planned(claims, plan, scale) if plan is not None else None,
+            "followup": _followup(claims, followup, scale) if followup is not None else None,
             "pilot": [{"text": cells.what_ran(str(c["text"]), scale), "verdict": cells.word(c["verdict"]),
                        "result": _result(c) if _tested(c) else cells.text(c["note"])} for c in pilot],
             "secondary": [{"text": cells.what_ran(str(c["text"]), scale), "verdict": cells.word(c["verdict"]),
@@ -232,27 +285,35 @@ def _verdict_list(claims: pd.DataFrame, plan: dict | None, scale) -> dict | None
                       for c in thresholds if c["verdict"] == "fails"]}
 
 
-def _forest(claims: pd.DataFrame, out_dir: Path, plan: dict | None) -> list[cells.Figure] | None:
-    """The forest plot of every tested comparison (primary first: confirmatory, then the pilot), drawn into
-    figures/forest_verdicts.png; None when no comparison ran with two seeds or more."""
+STAGE_TAGS = {verdict_rules.CONFIRMATORY: "C", verdict_rules.FOLLOWUP: "F"}   # the forest's labels; else P / S
+
+
+def _forest(claims: pd.DataFrame, out_dir: Path, plans: list[dict]) -> list[cells.Figure] | None:
+    """The forest plot of every tested comparison, each at its final n: primary first (confirmatory, follow-up,
+    then the pilot), then secondary (follow-up, then exploratory), each plan's in its order; a comparison a plan
+    decided appears once, at the plan's seeds, not again as the pilot's. Drawn into figures/forest_verdicts.png;
+    None when no comparison ran with two seeds or more."""
     from armlib.reproduction import plots
 
     distinct = ([c for c in verdict_rules.distinct_verdicts(claims).to_dict("records") if _tested(c)]
                 if len(claims) else [])
     if not distinct:
         return None
-    if plan is not None:   # a planned comparison is named by the plan's claim and keeps the plan's place
-        order = {c["claim"]: i for i, c in enumerate(plan["comparisons"])}
-        named = {(cells.text(c.get("stage")), c["comparison"]): c for c in claims.to_dict("records")
-                 if c["id"].removesuffix("@confirmatory") in order}
-        distinct = [named.get((cells.text(c.get("stage")), c["comparison"]), c) for c in distinct]
-    else:
-        order = {}
-    distinct.sort(key=lambda c: (c["family"] != "primary", cells.text(c.get("stage")) != "confirmatory",
-                                 order.get(c["id"].removesuffix("@confirmatory"), len(order))))
+    order: dict[str, int] = {}
+    for plan in plans:   # a planned comparison is named by the plan's claim and keeps the plan's place
+        order.update({c["claim"]: len(order) + i for i, c in enumerate(plan["comparisons"])})
+    base_id = lambda c: str(c["id"]).split("@")[0]   # noqa: E731
+    named = {(cells.text(c.get("stage")), c["comparison"]): c for c in claims.to_dict("records")
+             if _planned_stage(c) and base_id(c) in order}
+    distinct = [named.get((cells.text(c.get("stage")), c["comparison"]), c) for c in distinct]
+    decided = {c["comparison"] for c in distinct if _planned_stage(c)}
+    distinct = [c for c in distinct if _planned_stage(c) or c["comparison"] not in decided]
+    stage_rank = {verdict_rules.CONFIRMATORY: 0, verdict_rules.FOLLOWUP: 1}
+    distinct.sort(key=lambda c: (c["family"] != "primary", stage_rank.get(cells.text(c.get("stage")), 2),
+                                 order.get(base_id(c), len(order))))
 
     def label(c):
-        tag = ({"confirmatory": "C"}.get(cells.text(c.get("stage")), "P") if c["family"] == "primary" else "S")
+        tag = STAGE_TAGS.get(cells.text(c.get("stage")), "P" if c["family"] == "primary" else "S")
         text = str(c["text"])
         return f"[{tag}] {text if len(text) <= 100 else text[:99] + '…'}"
 
@@ -332,7 +393,7 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
         UsageError: a calibration file is malformed (:func:`read_calibration`), or there are per-seed results
             but no ``results/claims.csv`` (run :func:`armlib.reproduction.verdicts.write` first); nothing is written then.
     """
-    from armlib.reproduction.sections import SCALES, SECTIONS, confirmatory_plan
+    from armlib.reproduction.sections import SCALES, SECTIONS, confirmatory_plan, followup_plan
 
     out_dir = resolve(out_dir)
     calibration = read_calibration(out_dir)   # first: a malformed calibration file stops before anything is written
@@ -340,7 +401,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     claims = _claims(out_dir)
     scale = SCALES.get(next((m.get("scale") for m in metas.values() if m.get("scale") in SCALES), ""))
     plan = confirmatory_plan(scale) if scale is not None else None
-    planned = {x for c in plan["comparisons"] for x in c["seeds"]} if plan else set()
+    followup = followup_plan(scale) if scale is not None else None
+    planned = {x for p in (plan, followup) if p for c in p["comparisons"] for x in c["seeds"]}
     seeds = stats.unify_experiments(with_pilot(read_seed_results(out_dir), out_dir))
     shown = seeds[seeds.metric.isin(("mIoU", "fine", "coarse", "ade20k"))] if len(seeds) else seeds
     paper = load_paper_results()
@@ -350,8 +412,8 @@ def render(out_dir: str | os.PathLike = "reports") -> Path:
     most = int(shown.groupby(["table", "row"]).seed.nunique().max()) if len(shown) else 0
     page = TEMPLATES.get_template(PAGE).render(
         facts=_facts(metas), partial=folder_state(out_dir),
-        one_seed=verdict_rules.one_seed_note(most) if most else None, verdicts=_verdict_list(claims, plan, scale),
-        forest=_forest(claims, out_dir, plan), row_seeds=_row_seeds(shown, planned), calibration=calibrated,
+        one_seed=verdict_rules.one_seed_note(most) if most else None, verdicts=_verdict_list(claims, plan, scale, followup),
+        forest=_forest(claims, out_dir, [p for p in (plan, followup) if p]), row_seeds=_row_seeds(shown, planned), calibration=calibrated,
         sections=sections)
     index = out_dir / "index.html"
     atomic_write_text(index, page)
