@@ -130,3 +130,32 @@ def test_the_full_scale_trains_a_pilot_of_seeds_0_to_4_for_every_row():
             assert set(range(5)) <= set(full.seeds_for(name, table)), (table, name)
     quick = sx.get_scale("quick")
     assert quick.seeds_for("kl", "table4") == (0,)   # the reference's plan is unchanged
+
+
+def test_the_pilot_stage_ends_with_its_seeds_files_and_a_plan_sized_from_them(tmp_path, monkeypatch):
+    """write_followup: the pilot seeds' rows of every per-seed file (the first plan's seeds left out) go to
+    reports/<scale>/pilot/, and the plan written beside the first is make_followup_plan of exactly those."""
+    import shutil
+
+    from armlib.reproduction import design
+    from test_followup import fake_pilot
+
+    out = tmp_path / "out"
+    fake_pilot(out / "results")
+    extra = pd.read_csv(out / "results" / "table4_seeds.csv").query("seed == 0").assign(seed=7, value=0.0)
+    extra.to_csv(out / "results" / "table4_seeds.csv", mode="a", header=False, index=False)   # a first-plan seed
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    shutil.copy(sx.PLAN_DIR / "quick.json", plans / "quick.json")
+    monkeypatch.setattr(sx, "PLAN_DIR", plans)
+    monkeypatch.setattr(chunks, "resolve", lambda p: tmp_path / p)
+    sc = sx.get_scale("quick-full")
+    target = chunks.write_followup(sc, out)
+    assert target == plans / "quick_full.json"
+    pilot = tmp_path / "reports" / "quick-full" / "pilot"
+    assert sorted(pd.read_csv(pilot / "table4_seeds.csv").seed.unique()) == [0, 1, 2, 3, 4]
+    written, again = json.loads(target.read_text())["comparisons"], design.make_followup_plan("quick-full", pilot)["comparisons"]
+    for a, b in zip(written, again):
+        assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert len(written) == len(again)
+    assert sx.followup_plan(sc) is not None   # the next chunk trains its seeds (once committed)

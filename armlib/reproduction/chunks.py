@@ -223,10 +223,7 @@ def write_followup(sc: Scale, out_dir: Path) -> Path:
     for path in sorted((out_dir / "results").glob("*_seeds.csv")):
         frame = read_csv(path)
         atomic_write_text(pilot_dir / path.name, frame[frame.seed.isin(seeds)].to_csv(index=False))
-    plan = design.make_followup_plan(sc.name, pilot_dir)
-    target = PLAN_DIR / sc.followup
-    atomic_write_text(target, json.dumps(plan, indent=1) + "\n")
-    return target
+    return design.write_plan(design.make_followup_plan(sc.name, pilot_dir), PLAN_DIR / sc.followup)
 
 
 def chunk(scale: str, runs_dir: str, data_root: str = "data", out_dir: str | Path = "reports", device: str = "auto",

@@ -214,9 +214,12 @@ def _size(test: str, effect: float, sd_upper: float, margin, level: float, n_fre
     return n, max(0, n - n_free)
 
 
-def _power(test: str, effect: float, sd: float, n: int, margin, level: float) -> float:
-    if n < 2 or not (math.isfinite(sd) and math.isfinite(effect)) or sd <= 0:
-        return math.nan if n >= 2 else 0.0
+def _power(test: str, effect: float, sd: float, n: int, margin, level: float) -> float | None:
+    """The test's power at ``n`` seeds; 0 below two seeds, None (JSON null) where the pilot gives no spread."""
+    if n < 2:
+        return 0.0
+    if not (math.isfinite(sd) and math.isfinite(effect)) or sd <= 0:
+        return None
     if test == EQUIVALENCE:
         return stats.tost_power(effect, sd, n, margin, level)
     return stats.paired_t_power(effect, sd, n, level)
@@ -297,10 +300,11 @@ def make_followup_plan(scale_name: str = "quick-full", results_dir: str | Path |
         raise ValueError(f"{folder}: the pilot lacks seeds of {sorted(short.id)} (expected seeds {pilot_seeds})")
     first = confirmatory_plan(scale)
     free = {}
-    for table, cs in claims.items():
+    before = dataclasses.replace(scale, followup=None)   # the first plan's seeds alone, whether or not this plan
+    for table, cs in claims.items():                     # is written yet: the plan is the same when recomputed
         for c in cs:
             a, b = claim_rows(table, c)
-            both = set(planned_seeds(table, a, scale)) & set(planned_seeds(table, b, scale))
+            both = set(planned_seeds(table, a, before)) & set(planned_seeds(table, b, before))
             free[c.id] = sorted(both) if table == "table6" else []
     comparisons = followup_comparisons(pilot, first, free, scale)
     if any(s >= 100 for c in comparisons for s in c["seeds"]):
@@ -326,6 +330,15 @@ def make_followup_plan(scale_name: str = "quick-full", results_dir: str | Path |
     }
 
 
+def write_plan(plan: dict, path: Path) -> Path:
+    """A plan as strict JSON (no NaN: a reader in any language parses it), written atomically.
+
+    Raises:
+        ValueError: a number in the plan is NaN or infinite."""
+    atomic_write_text(path, json.dumps(plan, indent=1, allow_nan=False) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write a scale's confirmatory plan from its pilot "
                                                  "(only before any confirmatory seed has run).")
@@ -340,8 +353,7 @@ def main(argv=None) -> int:
     else:
         out = PLAN_DIR / f"{args.scale}.json"
         plan = make_plan(args.scale, args.pilot)
-    atomic_write_text(out, json.dumps(plan, indent=1) + "\n")
-    print(out)
+    print(write_plan(plan, out))
     return 0
 
 

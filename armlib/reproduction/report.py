@@ -249,7 +249,7 @@ def _followup(claims: pd.DataFrame, plan: dict, scale) -> dict:
         if comparison["funded"]:
             funded = (f"{len(seeds)} new seeds ({cells.ranges(seeds)})" if seeds else "no new seed")
             funded += f" + {len(free)} free" if free else ""
-            funded += f", power {comparison['power']:.2f}"
+            funded += "" if comparison["power"] is None else f", power {comparison['power']:.2f}"
         else:
             funded = cells.text(comparison["note"])
         pending = None if _tested(c) else "pending" if comparison["funded"] else "not funded"

@@ -352,7 +352,8 @@ def followup_claims(seeds: pd.DataFrame, claims: Mapping[str, Sequence[Claim]], 
                 if claim.diverges and r.n_diverged_a * 2 >= r.n:
                     verdict, why = REPRODUCED, f"{int(r.n_diverged_a)} of {int(r.n)} seeds of {claim.a} diverged"
             verdicts.append(verdict)
-            notes.append(f"{seeds_note}, plan n = {c['n_needed']}, power {c['power']:.2f}; {why}")
+            power_text = "—" if c["power"] is None else f"{c['power']:.2f}"
+            notes.append(f"{seeds_note}, plan n = {c['n_needed']}, power {power_text}; {why}")
             p_adj.append(adjusted.get(c["claim"], math.nan))
         frames.append(rows.assign(verdict=verdicts, note=notes, p_adjusted=p_adj, procedure=procedure,
                                   family=c["family"], id=rows.id + "@" + FOLLOWUP, stage=FOLLOWUP))
