@@ -87,9 +87,11 @@ def test_the_forecast_uses_the_runs_this_cpu_finished(tmp_path):
     runs.append(fake_run(tmp_path, "elsewhere", device_name="another CPU", wall_time_s=9.0))
     runs += [experiments.Run(f"todo{i}", 0, {}, tmp_path / f"todo{i}", "x") for i in range(5)]
     line = chunks.forecast(runs, jobs=2)
-    assert line.startswith("5 of 9 run(s) to train; 130 s per run on this machine (median of 3, 2 side by side)")
+    assert line.startswith("5 of 9 run(s) to train; 130 s per run on this machine (median of 3, runs side by side)")
     assert "about 0.1 h at 2 job(s)" in line   # 3 rounds of two × 130 s
-    assert "not measured" in chunks.forecast(runs[3:], jobs=2)
+    # before this machine finished one, the machine that did stands in, named
+    assert "9 s per run on another CPU (not measured on this machine yet)" in chunks.forecast(runs[3:], jobs=2)
+    assert "not measured yet" in chunks.forecast(runs[4:], jobs=2)
 
 
 def test_a_follow_up_plan_trains_only_once_committed(tmp_path, monkeypatch):

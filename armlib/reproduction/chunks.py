@@ -159,10 +159,10 @@ def is_finished(run: experiments.Run, needs: set[str], figure: experiments.Run) 
     return all((run.out / name).exists() for name in needs)
 
 
-def seconds_per_run(runs: list[experiments.Run]) -> tuple[float | None, int]:
-    """(median wall seconds of the finished runs this CPU trained, how many): the time a run takes here as the
-    chunks run them, side by side; (None, 0) before this machine has finished one."""
-    here = cpu_name()
+def seconds_per_run(runs: list[experiments.Run], device: str | None = None) -> tuple[float | None, int]:
+    """(median wall seconds of the finished runs the CPU ``device`` trained (default: this one), how many): the
+    time a run takes there as the chunks run them, side by side; (None, 0) before it has finished one."""
+    here = device or cpu_name()
     walls = []
     for r in runs:
         if r.record_path.exists():
@@ -173,16 +173,23 @@ def seconds_per_run(runs: list[experiments.Run]) -> tuple[float | None, int]:
 
 
 def forecast(runs: list[experiments.Run], jobs: int) -> str:
-    """One line: runs left, the seconds per run measured here and the wall time that gives at ``jobs``."""
+    """One line: runs left, the seconds per run measured here and the wall time that gives at ``jobs``; before
+    this machine has finished a run, the machine that finished the most of them stands in, named."""
     left = [r for r in runs if not r.record_path.exists()]
     per_run, n = seconds_per_run(runs)
+    where = "on this machine"
     if per_run is None:
-        timing = "seconds per run not measured on this machine yet (it has finished none of these runs)"
-    else:
-        hours = math.ceil(len(left) / jobs) * per_run / 3600
-        timing = (f"{per_run:.0f} s per run on this machine (median of {n}, {jobs} side by side), so about "
-                  f"{hours:.1f} h at {jobs} job(s)")
-    return f"{len(left)} of {len(runs)} run(s) to train; {timing}"
+        others = [d for r in runs if r.record_path.exists() and (d := read_record(r.out).get("device_name"))]
+        if others:
+            other = statistics.mode(others)
+            per_run, n = seconds_per_run(runs, other)
+            where = f"on {other} (not measured on this machine yet)"
+    if per_run is None:
+        return (f"{len(left)} of {len(runs)} run(s) to train; seconds per run not measured yet "
+                "(no finished run of these records its time)")
+    hours = math.ceil(len(left) / jobs) * per_run / 3600
+    return (f"{len(left)} of {len(runs)} run(s) to train; {per_run:.0f} s per run {where} (median of {n}, runs "
+            f"side by side), so about {hours:.1f} h at {jobs} job(s)")
 
 
 def uncommitted_plan(sc: Scale) -> str | None:

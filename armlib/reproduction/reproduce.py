@@ -215,18 +215,22 @@ def run_full(args) -> int:
     left (the same command continues), 1 failed."""
     from armlib.reproduction import chunks, executors
 
-    scale = full_scale(args.scale)
-    out_dir = args.out_dir or str(REPO_ROOT / "reports" / scale)
-    if args.dry_run:
-        sc = get_scale(scale)
-        from armlib.reproduction import experiments
+    from armlib.reproduction import experiments
 
-        runs = experiments.plan_sections(select(args.only), sc, args.runs_dir, None, args.data_root)
-        print(plan_text(scale, args.only, args.data_root, out_dir, args.runs_dir))
-        print(chunks.forecast(runs, args.jobs or sc.jobs))
+    scale = full_scale(args.scale)
+    sc = get_scale(scale)
+    out_dir = args.out_dir or str(REPO_ROOT / "reports" / scale)
+    if not args.dry_run:
+        check_out_folder(args.runs_dir, "--runs-dir")
+        check_out_folder(out_dir, "--out-dir")
+        archive = chunks.committed_archive(scale)
+        if archive.exists():   # first, so that the plan below shows what the committed chunks finished as done
+            chunks.unpack(archive, resolve(args.runs_dir))
+    runs = experiments.plan_sections(select(args.only), sc, args.runs_dir, None, args.data_root)
+    print(plan_text(scale, args.only, args.data_root, out_dir, args.runs_dir))
+    print(chunks.forecast(runs, args.jobs or sc.jobs), flush=True)
+    if args.dry_run:
         return 0
-    check_out_folder(args.runs_dir, "--runs-dir")
-    check_out_folder(out_dir, "--out-dir")
     status = chunks.chunk(scale, args.runs_dir, args.data_root, out_dir, args.device, args.jobs, args.minutes,
                           executor=args.executor, cluster=executors.cluster_options(args), keys=select(args.only))
     if status == chunks.DONE:
