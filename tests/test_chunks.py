@@ -161,3 +161,33 @@ def test_the_pilot_stage_ends_with_its_seeds_files_and_a_plan_sized_from_them(tm
         assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
     assert len(written) == len(again)
     assert sx.followup_plan(sc) is not None   # the next chunk trains its seeds (once committed)
+
+
+def test_a_chunk_that_fails_still_packs_every_run_that_finished(tmp_path, monkeypatch, capsys):
+    """A bug after training (a cache that raised ImportError) once left the archive unwritten: now the error is one
+    line, the status is FAILED, and every run that finished is packed all the same."""
+    from armlib.reproduction import executors
+
+    def train(part, sc, **kw):
+        for r in part:
+            r.out.mkdir(parents=True, exist_ok=True)
+            (r.out / "record.json").write_text(json.dumps({"status": "ok"}))
+            (r.out / "checkpoint.pt").write_bytes(b"x")
+
+    def broken(run, needs, sc, device):
+        raise ImportError("cannot import name 'x'")
+
+    monkeypatch.setattr(executors, "execute", train)
+    monkeypatch.setattr(chunks, "evaluate_caches", broken)
+    archive = tmp_path / "runs.tar.gz"
+    status = chunks.chunk("smoke", str(tmp_path / "runs"), data_root=str(tmp_path / "data"), out_dir=tmp_path / "out",
+                          device="cpu", jobs=2, archive=archive, keys=["table1"])
+    out = capsys.readouterr().out
+    assert status == chunks.FAILED and "chunk: error: ImportError: cannot import name 'x'" in out
+    sc = sx.get_scale("smoke")
+    runs = experiments.plan_sections(["table1"], sc, tmp_path / "runs")
+    needs = chunks.cached_runs(sc, str(tmp_path / "runs"), str(tmp_path / "data"))
+    uncached = [r for r in runs if not needs.get(str(r.out))]   # the others lack their caches: not finished
+    assert 0 < len(uncached) < len(runs)
+    assert sorted(n for n in members(archive) if n.endswith("/record.json")) == \
+        sorted(f"runs/smoke/{r.out.name}/record.json" for r in uncached)

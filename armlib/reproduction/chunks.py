@@ -33,6 +33,7 @@ import statistics
 import tarfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from armlib.paths import NOTEBOOK_DIR, resolve
@@ -244,6 +245,9 @@ def chunk(scale: str, runs_dir: str, data_root: str = "data", out_dir: str | Pat
         ValueError, FileNotFoundError, RuntimeError: as :func:`armlib.reproduction.executors.execute`.
     """
     from armlib.reproduction import report
+    # every module the chunk imports lazily, now: a source file edited while a chunk trains (an hour) must not mix
+    # an old module with a new one at the first cache (it did: ImportError, and the chunk packed nothing)
+    from armlib.reproduction.report_sections import _runs, paper_tables  # noqa: F401
 
     sc = get_scale(scale)
     keys = keys or list(SECTION_KEYS)
@@ -287,15 +291,21 @@ def chunk(scale: str, runs_dir: str, data_root: str = "data", out_dir: str | Pat
     except KeyboardInterrupt as exc:
         print(f"chunk: cut off ({exc.args[0] if exc.args else 'SIGINT'}); the same command continues from the "
               "packed records", flush=True)
-    except (RuntimeError, FileNotFoundError, ValueError) as exc:
-        print(f"chunk: error: {exc}", flush=True)
+    except Exception as exc:   # whatever failed, the runs that finished are packed below: nothing is lost
+        if not isinstance(exc, (RuntimeError, FileNotFoundError, ValueError)):
+            traceback.print_exc()   # not a failure we expect: the whole story, for whoever fixes it
+        print(f"chunk: error: {type(exc).__name__}: {exc}", flush=True)
         status = FAILED
     finally:
         if timer is not None:
             timer.cancel()
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a late cap must not cut the packing short
         for r in runs:   # what finished just before a cut still has its checkpoint here
-            evaluate_caches(r, needs.get(str(r.out), set()), sc, device)
+            try:
+                evaluate_caches(r, needs.get(str(r.out), set()), sc, device)
+            except Exception as exc:   # that run stays unpacked (its caches are missing); the others are packed
+                print(f"chunk: {r.out.name}: its caches failed ({type(exc).__name__}: {exc})", flush=True)
+                status = FAILED
         done = [r.out for r in runs if is_finished(r, needs.get(str(r.out), set()), figure)]
         pack(done, archive, runs_path, ARCHIVE_PREFIX, checkpoints=frozenset({figure.out}))
         signal.signal(signal.SIGTERM, previous)
