@@ -32,6 +32,8 @@ def test_a_chunk_packs_records_and_the_figure_checkpoint_and_the_next_machine_tr
     figure = chunks.figure_run(sx.get_scale("smoke"), str(tmp_path / "a" / "runs"), common["data_root"])
     assert len(records) == 4 and all(n.startswith("runs/smoke/") for n in records)
     assert [n for n in packed if n.endswith(".pt")] == [f"runs/smoke/{figure.out.name}/checkpoint.pt"]
+    # ARM's curve history stays in the runs folder, out of the archive (no section reads it)
+    assert list((tmp_path / "a" / "runs").rglob("curves.csv")) and not [n for n in packed if n.endswith("curves.csv")]
     assert (tmp_path / "a" / "out" / "index.html").exists()
 
     # another machine: everything from the archive, nothing trained, the same records, the sections made again

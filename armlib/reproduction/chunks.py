@@ -14,8 +14,8 @@ A chunk:
    per-seed loss curve (``train_loss_curve.json``). The one run whose checkpoint the figure sections read (the
    base model at the first seed: Figs. 2, 4, 5 and the Hölder fit) keeps its checkpoint in the archive (1.4 MB at
    the quick scale);
-4. packs every finished run (its record with what its sections need) into the archive, atomically, so a chunk cut
-   at any point leaves a valid one;
+4. packs every finished run (its record with what its sections need, not ARM's curve history: :data:`LEFT_OUT`)
+   into the archive, atomically, so a chunk cut at any point leaves a valid one;
 5. once every run is finished, runs every section and renders the report; at the end of a scale's pilot stage
    (its follow-up plan not written yet) it then writes the pilot seeds' per-seed files to
    ``reports/<scale>/pilot/`` and the follow-up plan sized from them (:func:`write_followup`). Both are committed
@@ -39,11 +39,14 @@ from pathlib import Path
 from armlib.paths import NOTEBOOK_DIR, resolve
 from armlib.reproduction import executors, experiments, notebook, verdicts
 from armlib.reproduction.sections import SECTION_KEYS, Scale, followup_plan, get_scale
-from armlib.runs import CHECKPOINT, RECORD, cpu_name, is_failed, read_record
+from armlib.runs import CHECKPOINT, CURVES, RECORD, cpu_name, is_failed, read_record
 
 ARCHIVE = "runs.tar.gz"        # reports/<scale>/runs.tar.gz: every finished run of the scale, committed per chunk
 ARCHIVE_PREFIX = "runs/"       # run folders are archived as runs/<scale>/<run>/, wherever the runs folder lies
 TTA_FILE = "tta.json"
+# Run files no section reads, kept in the runs folder but not archived: ARM's W(v) every T/20 steps (the record
+# holds the final curve; calibration reads the history, of its own runs) was 12 of the first chunk's 14 MB.
+LEFT_OUT = (CURVES,)
 DONE, CUT, FAILED = 0, 2, 1
 
 
@@ -69,15 +72,15 @@ def unpack(archive: Path, runs_dir: Path) -> int:
 
 
 def pack(folders: list[Path], archive: Path, root: Path, prefix: str = "",
-         checkpoints: frozenset[Path] = frozenset()) -> None:
+         checkpoints: frozenset[Path] = frozenset(), leave_out: tuple[str, ...] = ()) -> None:
     """Every file of ``folders`` into ``archive`` (written atomically), named ``prefix`` + its path relative to
-    ``root``; checkpoints only of the folders in ``checkpoints``."""
+    ``root``; checkpoints only of the folders in ``checkpoints``, and no file named in ``leave_out``."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_name(archive.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
         for folder in sorted(folders):
             for path in sorted(folder.rglob("*")):
-                keep = path.name != CHECKPOINT or folder in checkpoints
+                keep = (path.name != CHECKPOINT or folder in checkpoints) and path.name not in leave_out
                 if path.is_file() and keep and not path.name.endswith(".tmp"):
                     tar.add(path, arcname=prefix + str(path.relative_to(root)))
     os.replace(tmp, archive)
@@ -307,7 +310,7 @@ def chunk(scale: str, runs_dir: str, data_root: str = "data", out_dir: str | Pat
                 print(f"chunk: {r.out.name}: its caches failed ({type(exc).__name__}: {exc})", flush=True)
                 status = FAILED
         done = [r.out for r in runs if is_finished(r, needs.get(str(r.out), set()), figure)]
-        pack(done, archive, runs_path, ARCHIVE_PREFIX, checkpoints=frozenset({figure.out}))
+        pack(done, archive, runs_path, ARCHIVE_PREFIX, checkpoints=frozenset({figure.out}), leave_out=LEFT_OUT)
         signal.signal(signal.SIGTERM, previous)
         print(f"chunk: {len(done)} of {len(runs)} run(s) finished, packed into {archive}: commit it", flush=True)
     return status
